@@ -1,0 +1,1 @@
+"""Datasets, splits, audio decoding, feature extraction and caching, the DataModule."""

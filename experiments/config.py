@@ -1,0 +1,186 @@
+"""Config composition: ``configs/default.yaml`` + group selections + dot-list overrides.
+
+Command-line words, in any order:
+  ``group=name``        merge ``configs/<group>/<name>.yaml`` into section ``group``
+                        (``data=gtzan``, ``model=mid_two_way``, ``trainer=ddp``)
+  ``a.b=value``         set an existing key (``data.root=/x``, ``trainer.max_epochs=30``)
+  ``+a.b=value``        add a key that does not exist yet
+  ``--a.b=value``       the same, as W&B agents pass it with ``${args}``
+Group selections apply first, then overrides, then interpolations are resolved. An unknown
+key or group is an error that lists the valid ones.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+# Groups whose files are not run configs (W&B sweep files live here too).
+_NOT_GROUPS = {"sweeps"}
+
+OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
+
+
+class ConfigError(ValueError):
+    """A command line or config file that cannot be composed; the message says what to fix."""
+
+
+def groups(config_dir: Path = CONFIG_DIR) -> dict[str, list[str]]:
+    """Group name -> available option names (file stems)."""
+    out = {}
+    for d in sorted(p for p in config_dir.iterdir() if p.is_dir() and p.name not in _NOT_GROUPS):
+        out[d.name] = sorted(f.stem for f in d.glob("*.yaml"))
+    return out
+
+
+def _split_word(word: str) -> tuple[str, str, bool]:
+    """'--a.b=v' / 'a.b=v' / '+a.b=v' -> (key, value, add)."""
+    w = word.lstrip("-") if word.startswith("--") else word
+    if "=" not in w:
+        raise ConfigError(
+            f"cannot read argument {word!r}: expected key=value (e.g. data=gtzan or "
+            f"trainer.max_epochs=30)")
+    key, value = w.split("=", 1)
+    add = key.startswith("+")
+    key = key.lstrip("+")
+    if not key:
+        raise ConfigError(f"cannot read argument {word!r}: empty key")
+    return key, value, add
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return cfg
+
+
+def _check_key(cfg: DictConfig, key: str) -> None:
+    """Raise ConfigError when ``key`` (dotted) is not in ``cfg``, listing the valid keys."""
+    node: Any = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i]) or "the top level"
+        if isinstance(node, DictConfig):
+            if part not in node:
+                valid = ", ".join(sorted(str(k) for k in node.keys())) or "(none)"
+                raise ConfigError(
+                    f"unknown config key {key!r}: {part!r} is not in {where}. "
+                    f"Valid keys there: {valid}. (Prefix with + to add a new key.)")
+            node = node._get_node(part)
+            node = node if isinstance(node, (DictConfig, ListConfig)) else None
+        elif isinstance(node, ListConfig):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"unknown config key {key!r}: {where} is a list of "
+                                  f"{len(node)} items")
+            node = node._get_node(int(part))
+            node = node if isinstance(node, (DictConfig, ListConfig)) else None
+        else:
+            raise ConfigError(f"unknown config key {key!r}: {where} is a value, not a section")
+
+
+def _parse_value(key: str, value: str) -> Any:
+    parsed = OmegaConf.from_dotlist([f"__v={value}"])
+    return parsed._get_node("__v")._value() if not isinstance(
+        parsed.__v, (DictConfig, ListConfig)) else parsed.__v
+
+
+def compose(argv: Iterable[str] = (), extra: dict | None = None,
+            config_dir: Path = CONFIG_DIR, resolve: bool = True) -> DictConfig:
+    """Compose the run config from ``argv`` words. ``extra`` adds entry-point keys
+    (e.g. ``checkpoint``) with their defaults before the overrides are applied."""
+    argv = list(argv)
+    base = _load_yaml(config_dir / "default.yaml")
+    available = groups(config_dir)
+    selected = dict(base.pop("defaults", {}) or {})
+    overrides: list[tuple[str, str, bool]] = []
+    for word in argv:
+        key, value, add = _split_word(word)
+        if "." not in key and key in available and not add:
+            if value not in available[key]:
+                raise ConfigError(
+                    f"unknown {key} {value!r}: choose one of {', '.join(available[key])} "
+                    f"(files in {config_dir / key})")
+            selected[key] = value
+        else:
+            overrides.append((key, value, add))
+    for group, name in selected.items():
+        if group not in available:
+            raise ConfigError(f"default.yaml selects unknown group {group!r}")
+        path = config_dir / group / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist: choose one of {', '.join(available[group])}")
+        section = base.get(group) or OmegaConf.create({})
+        base[group] = OmegaConf.merge(section, _load_yaml(path))
+    base["choices"] = dict(selected)
+    if extra:
+        base = OmegaConf.merge(base, OmegaConf.create(extra))
+    OmegaConf.set_struct(base, True)
+    for key, value, add in overrides:
+        if not add:
+            _check_key(base, key)
+        with _open(base, add):
+            OmegaConf.update(base, key, _parse_value(key, value), merge=False, force_add=add)
+    if resolve:
+        try:
+            OmegaConf.resolve(base)
+        except Exception as e:
+            raise ConfigError(f"cannot resolve config: {e}") from None
+    return base
+
+
+class _open:
+    """Temporarily lift struct mode for ``+key`` additions."""
+
+    def __init__(self, cfg: DictConfig, enabled: bool):
+        self.cfg, self.enabled = cfg, enabled
+
+    def __enter__(self):
+        if self.enabled:
+            OmegaConf.set_struct(self.cfg, False)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            OmegaConf.set_struct(self.cfg, True)
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def print_summary(summary: dict) -> None:
+    """The last stdout line of every entry point: one JSON object."""
+    sys.stdout.flush()
+    print(json.dumps(summary, default=str), flush=True)
+
+
+def log(msg: str) -> None:
+    """Progress and reports go to stderr, so stdout stays parseable."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main_guard(fn, argv=None, extra: dict | None = None) -> int:
+    """Run ``fn(cfg)`` with the composed config; a ConfigError or a user-facing error
+    prints one line to stderr and exits non-zero."""
+    from datamodules.errors import UserError  # local import: keeps config.py dependency-free
+
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__, file=sys.stderr)
+        print("groups: " + json.dumps(groups()), file=sys.stderr)
+        return 0
+    try:
+        cfg = compose(argv, extra=extra)
+        return int(fn(cfg) or 0)
+    except (ConfigError, UserError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
