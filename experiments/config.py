@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 # Groups whose files are not run configs (W&B sweep files live here too).
-_NOT_GROUPS = {"sweeps"}
+_NOT_GROUPS = {"sweeps", "slurm"}
 
 OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
 
@@ -121,6 +121,17 @@ def compose(argv: Iterable[str] = (), extra: dict | None = None,
         section = base.get(group) or OmegaConf.create({})
         base[group] = OmegaConf.merge(section, _load_yaml(path))
     base["choices"] = dict(selected)
+    return _finish(base, overrides, extra, resolve)
+
+
+def compose_on(base: DictConfig | dict, argv: Iterable[str] = (), extra: dict | None = None,
+               resolve: bool = True) -> DictConfig:
+    """Apply dot-list overrides to a stored config (e.g. the one inside a checkpoint)."""
+    base = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(base), resolve=False))
+    return _finish(base, [_split_word(w) for w in argv], extra, resolve)
+
+
+def _finish(base: DictConfig, overrides, extra, resolve: bool) -> DictConfig:
     if extra:
         base = OmegaConf.merge(base, OmegaConf.create(extra))
     OmegaConf.set_struct(base, True)
@@ -167,9 +178,10 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def main_guard(fn, argv=None, extra: dict | None = None) -> int:
+def main_guard(fn, argv=None, extra: dict | None = None, composer=None) -> int:
     """Run ``fn(cfg)`` with the composed config; a ConfigError or a user-facing error
-    prints one line to stderr and exits non-zero."""
+    prints one line to stderr and exits non-zero. ``composer(argv, extra)`` replaces
+    :func:`compose` (entry points that start from a checkpoint's config)."""
     from datamodules.errors import UserError  # local import: keeps config.py dependency-free
 
     argv = sys.argv[1:] if argv is None else argv
@@ -178,7 +190,7 @@ def main_guard(fn, argv=None, extra: dict | None = None) -> int:
         print("groups: " + json.dumps(groups()), file=sys.stderr)
         return 0
     try:
-        cfg = compose(argv, extra=extra)
+        cfg = (composer or compose)(argv, extra=extra)
         return int(fn(cfg) or 0)
     except (ConfigError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
