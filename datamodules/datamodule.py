@@ -95,8 +95,9 @@ class GenreDataModule(pl.LightningDataModule):
         padded = table.get("padded_seconds", 0.0)
         valid = total - np.floor(np.asarray(padded, dtype=float) * sr / hop).astype(int)
         arrays = {k: v for k, v in self.cache.arrays.items() if k in c.features.names}
+        crops = c.data.train_crops_per_clip if split == "train" else None
         return SegmentDataset(arrays, table["row"].to_numpy(), table["label"].to_numpy(),
-                              seg, hop_frames, valid)
+                              seg, hop_frames, valid, random_crops=crops)
 
     def _train_stats(self, chunk: int = 64) -> dict:
         """Per-band mean/std over the training clips' frames, accumulated in float64."""

@@ -31,19 +31,27 @@ class SegmentDataset(Dataset):
     "label": long, "clip": long (position of the clip in this split's clip list)}.
 
     ``arrays`` are [N, F, T] (memory-mapped); ``rows`` are the array rows of this split's
-    clips; ``valid_frames`` per clip (frames that are not zero padding).
+    clips; ``valid_frames`` per clip (frames that are not zero padding). With
+    ``random_crops=k`` each clip gives ``k`` windows at random starts, drawn anew on every
+    fetch from torch's RNG (seeded per DataLoader worker), instead of the fixed grid.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], rows: np.ndarray, labels: np.ndarray,
-                 seg_frames: int, hop_frames: int, valid_frames: np.ndarray | None = None):
+                 seg_frames: int, hop_frames: int, valid_frames: np.ndarray | None = None,
+                 random_crops: int | None = None):
         self.arrays = arrays
         self.names = list(arrays)
         self.seg = seg_frames
         total = next(iter(arrays.values())).shape[-1]
+        valid = np.full(len(rows), total) if valid_frames is None else np.asarray(valid_frames)
+        self.max_start = np.maximum(0, np.minimum(valid, total) - seg_frames).astype(np.int64)
+        self.random_crops = int(random_crops or 0)
         clip_pos, starts = [], []
         for pos, row in enumerate(rows):
-            v = None if valid_frames is None else int(valid_frames[pos])
-            s = segment_starts(total, seg_frames, hop_frames, v)
+            if self.random_crops:
+                s = np.zeros(self.random_crops, dtype=np.int64)
+            else:
+                s = segment_starts(total, seg_frames, hop_frames, int(valid[pos]))
             clip_pos.append(np.full(len(s), pos, dtype=np.int64))
             starts.append(s)
         self.clip_pos = np.concatenate(clip_pos) if clip_pos else np.zeros(0, np.int64)
@@ -72,6 +80,9 @@ class SegmentDataset(Dataset):
         idx = np.asarray(idx, dtype=np.int64)
         pos = self.clip_pos[idx]
         rows, starts = self.rows[pos], self.starts[idx]
+        if self.random_crops:
+            u = torch.rand(len(idx), dtype=torch.float64).numpy()
+            starts = np.floor(u * (self.max_start[pos] + 1)).astype(np.int64)
         out = {}
         for name in self.names:
             x = np.stack([self._window(name, r, s) for r, s in zip(rows, starts)])

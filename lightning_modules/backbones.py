@@ -24,16 +24,31 @@ from torch.nn import functional as F
 BACKBONES: dict[str, Callable[..., "StagedBackbone"]] = {}
 
 
-def register_backbone(name: str):
-    """Decorator: register ``builder(in_channels, widen, **kwargs) -> StagedBackbone``."""
+def register_backbone(name: str, input_kind: str = "map"):
+    """Decorator: register ``builder(in_channels, widen, **kwargs) -> StagedBackbone``.
+
+    ``input_kind``: ``"map"`` (reads [B, C, F, T]; ``in_channels`` = C) or ``"vector"``
+    (reads [B, D]; ``in_channels`` = D).
+    """
+    if input_kind not in ("map", "vector"):
+        raise ValueError(f"register_backbone({name!r}): input_kind must be 'map' or 'vector'")
 
     def deco(builder):
         if name in BACKBONES:
             raise ValueError(f"backbone {name!r} is registered twice")
+        builder.input_kind = input_kind
         BACKBONES[name] = builder
         return builder
 
     return deco
+
+
+def backbone_input_kind(name: str) -> str:
+    """``"map"`` or ``"vector"`` for a registered backbone."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; registered backbones: "
+                         f"{', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name].input_kind
 
 
 def build_backbone(name: str, in_channels: int, widen: dict[int, int] | None = None,
@@ -262,7 +277,7 @@ class MLPBackbone(StagedBackbone):
     input_kind = "vector"
 
 
-@register_backbone("mlp")
+@register_backbone("mlp", input_kind="vector")
 def mlp(in_channels: int, widen: dict[int, int] | None = None,
         channels: Sequence[int] = (256, 128, 64), dropout: float = 0.1) -> MLPBackbone:
     """Per stage: Linear -> BatchNorm1d -> ReLU -> Dropout: [B, D] -> [B, channels[-1]]."""

@@ -114,3 +114,18 @@ def test_spec_augment_masks_with_band_means_and_keeps_inputs_aligned():
     chroma_masked = (out["chroma"] == -3.0).all(dim=2)[:, 0]
     assert mel_masked.any() and torch.equal(mel_masked, chroma_masked)
     assert torch.equal(out["mel"][~(out["mel"] == -7.0)], b["mel"][~(out["mel"] == -7.0)])
+
+
+def test_random_crops_draw_new_windows_each_epoch_inside_the_content(gtzan_root):
+    dm = GenreDataModule(config(gtzan_root, "data.train_crops_per_clip=2"))
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    assert len(ds) == 2 * dm.num_clips("train")
+    torch.manual_seed(0)
+    a = ds.__getitems__(list(range(len(ds))))
+    b = ds.__getitems__(list(range(len(ds))))
+    assert not torch.equal(a["mel"], b["mel"])          # new windows per fetch
+    torch.manual_seed(0)
+    assert torch.equal(ds.__getitems__(list(range(len(ds))))["mel"], a["mel"])  # seeded
+    assert a["mel"].shape[-1] == ds.seg and (ds.max_start == ds.total - ds.seg).all()
+    assert len(dm.datasets["valid"]) == 3 * dm.num_clips("valid")  # evaluation stays on the grid

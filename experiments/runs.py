@@ -1,0 +1,76 @@
+"""Run directories, identities and the objects every training-like entry point builds."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+# Keys that do not change what a run computes (where it writes, how it logs, how fast).
+_IDENTITY_EXCLUDE = ("paths", "logger", "train.resume", "train.run_name", "data.num_workers",
+                     "cache", "features.device", "features.batch_size", "choices", "sweep")
+
+
+def identity(cfg) -> dict:
+    d = OmegaConf.to_container(cfg, resolve=True)
+    for key in _IDENTITY_EXCLUDE:
+        node, *rest = key.split(".")
+        if rest and isinstance(d.get(node), dict):
+            d[node].pop(rest[0], None)
+        elif not rest:
+            d.pop(node, None)
+    return d
+
+
+def config_hash(cfg) -> str:
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_name(cfg) -> str:
+    if cfg.train.get("run_name"):
+        return str(cfg.train.run_name)
+    m = cfg.model
+    tap = f"-tap{m.tap}" if str(m.mode).startswith("mid_") else ""
+    return f"{cfg.data.name}-{m.mode}-{cfg.backbone.name}{tap}-seed{cfg.seed}-{config_hash(cfg)}"
+
+
+def run_dir_for(cfg) -> tuple[Path, bool]:
+    """(run directory, resuming). ``train.resume=auto`` reuses this config's directory;
+    otherwise a directory that already exists gets a numbered sibling."""
+    base = Path(cfg.paths.output_dir) / "runs" / run_name(cfg)
+    if str(cfg.train.resume) == "auto":
+        return base, (base / "checkpoints" / "last.ckpt").is_file()
+    if not base.exists() or _is_rank_nonzero():
+        return base, False
+    i = 2
+    while (base.parent / f"{base.name}-{i}").exists():
+        i += 1
+    return base.parent / f"{base.name}-{i}", False
+
+
+def _is_rank_nonzero() -> bool:
+    """DDP children re-run the entry point: they must reuse rank 0's directory."""
+    return any(int(os.environ.get(v, "0")) > 0 for v in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+
+
+def model_kwargs(cfg, labels: list[str], input_bins: dict[str, int]) -> dict:
+    """Model constructor arguments from the config (everything a checkpoint must rebuild)."""
+    m = cfg.model
+    bb = {k: v for k, v in OmegaConf.to_container(cfg.backbone, resolve=True).items()
+          if k != "name"}
+    return dict(
+        labels=list(labels), backbone=str(cfg.backbone.name), backbone_kwargs=bb,
+        tap=int(m.tap), inputs=dict(input_bins), head_dropout=float(m.head_dropout),
+        lr=float(m.lr), weight_decay=float(m.weight_decay), scheduler=str(m.scheduler),
+        warmup_epochs=int(m.warmup_epochs), label_smoothing=float(m.label_smoothing),
+        mixup_alpha=float(m.mixup_alpha),
+        extra={
+            "dataset": str(cfg.data.name),
+            "features": OmegaConf.to_container(cfg.features, resolve=True),
+            "audio": {k: cfg.data[k] for k in ("sample_rate", "clip_seconds", "min_seconds",
+                                               "silence_db", "segment_seconds", "segment_overlap")},
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        },
+    )

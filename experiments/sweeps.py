@@ -1,0 +1,136 @@
+"""W&B sweep files: reading them, expanding grid/random locally, keying trials."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+import shlex
+from pathlib import Path
+
+import yaml
+
+from datamodules.errors import UserError
+from experiments.config import CONFIG_DIR
+
+SWEEP_DIR = CONFIG_DIR / "sweeps"
+TRAIN_MODULE = "experiments.train"
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in SWEEP_DIR.glob("*.yaml"))
+
+
+def load_sweep(name: str) -> dict:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else SWEEP_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown sweep {name!r}: choose one of {', '.join(available())} "
+                        f"(files in {SWEEP_DIR}) or give a path to a sweep YAML")
+    spec = yaml.safe_load(path.read_text())
+    for key in ("method", "metric", "parameters", "command"):
+        if key not in spec:
+            raise UserError(f"{path}: a W&B sweep file needs '{key}'")
+    spec.setdefault("name", path.stem)
+    return spec
+
+
+def _sample(p: dict, rng: random.Random):
+    if "value" in p:
+        return p["value"]
+    if "values" in p:
+        return rng.choice(list(p["values"]))
+    dist = p.get("distribution", "uniform" if isinstance(p.get("min"), float) else "int_uniform")
+    lo, hi = p["min"], p["max"]
+    if dist == "int_uniform":
+        return rng.randint(int(lo), int(hi))
+    if dist in ("uniform", "q_uniform"):
+        v = rng.uniform(lo, hi)
+    elif dist in ("log_uniform_values", "q_log_uniform_values"):
+        v = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    elif dist == "log_uniform":  # W&B: min/max are natural-log exponents
+        v = math.exp(rng.uniform(lo, hi))
+    elif dist == "categorical":
+        return rng.choice(list(p["values"]))
+    else:
+        raise UserError(f"distribution {dist!r} is not supported by backend=local")
+    if "q" in p:
+        v = round(v / p["q"]) * p["q"]
+    return v
+
+
+def expand(spec: dict, count: int | None = None, seed: int = 0) -> list[dict]:
+    """Parameter dicts for each trial, in a stable order."""
+    method = spec["method"]
+    params = spec["parameters"]
+    if method == "grid":
+        keys = list(params)
+        choices = []
+        for k in keys:
+            p = params[k]
+            if "value" in p:
+                choices.append([p["value"]])
+            elif "values" in p:
+                choices.append(list(p["values"]))
+            else:
+                raise UserError(f"grid sweep {spec['name']!r}: parameter {k!r} needs value or "
+                                "values (distributions need method: random)")
+        trials = [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
+        return trials[:count] if count else trials
+    if method == "random":
+        n = count or spec.get("run_cap")
+        if not n:
+            raise UserError(f"random sweep {spec['name']!r} needs count=N (or run_cap in the file)")
+        rng = random.Random(seed)
+        return [{k: _sample(p, rng) for k, p in params.items()} for _ in range(int(n))]
+    if method == "bayes":
+        raise UserError(f"sweep {spec['name']!r} uses method: bayes, which needs the W&B "
+                        "server: run it with backend=wandb (or change the method to grid or "
+                        "random for backend=local)")
+    raise UserError(f"unknown sweep method {method!r}")
+
+
+def args_no_hyphens(params: dict) -> list[str]:
+    """What W&B's ``${args_no_hyphens}`` expands to: ``key=value`` per parameter."""
+    out = []
+    for k, v in params.items():
+        if isinstance(v, (list, dict)):
+            v = json.dumps(v)
+        elif isinstance(v, bool):
+            v = str(v)
+        out.append(f"{k}={v}")
+    return out
+
+
+def trial_command(spec: dict, params: dict, interpreter: str) -> list[str]:
+    """The command line a W&B agent would run for ``params`` (macros expanded)."""
+    cmd = []
+    for word in spec["command"]:
+        if word == "${env}":
+            continue
+        if word == "${interpreter}":
+            cmd.append(interpreter)
+        elif word == "${program}":
+            cmd.append(spec.get("program", ""))
+        elif word == "${args_no_hyphens}":
+            cmd.extend(args_no_hyphens(params))
+        elif word == "${args}":
+            cmd.extend("--" + a for a in args_no_hyphens(params))
+        elif word == "${args_json}":
+            cmd.append(json.dumps(params))
+        else:
+            cmd.append(word)
+    return cmd
+
+
+def trial_key(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def setting_of(params: dict) -> dict:
+    """All parameters but the seed: trials with the same setting are averaged."""
+    return {k: v for k, v in params.items() if k != "seed"}
+
+
+def describe(params: dict) -> str:
+    return " ".join(shlex.quote(a) for a in args_no_hyphens(params))

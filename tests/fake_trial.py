@@ -1,0 +1,27 @@
+"""A stand-in for experiments.train in sweep tests: same CLI shape, instant, deterministic.
+
+``python -m tests.fake_trial key=value ...`` prints a train-like JSON summary whose scores
+depend on ``model`` and ``seed``; ``fail=true`` exits 1 with an error; ``sleep=S`` waits;
+every call is appended to ``$FAKE_TRIAL_CALLS`` so tests can count runs.
+"""
+import json
+import os
+import sys
+import time
+
+args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:])
+if os.environ.get("FAKE_TRIAL_CALLS"):
+    with open(os.environ["FAKE_TRIAL_CALLS"], "a") as f:
+        f.write(json.dumps({"argv": sys.argv[1:], "group": os.environ.get("WANDB_RUN_GROUP")})
+                + "\n")
+time.sleep(float(args.get("sleep", 0)))
+if args.get("fail") == "true" or args.get("model") == "broken":
+    print("Traceback: something went wrong in the model", file=sys.stderr)
+    sys.exit(1)
+base = {"late_fusion": 0.80, "mid_two_way": 0.90, "mel_only": 0.60}.get(args.get("model"), 0.5)
+seed = int(args.get("seed", 0))
+print("progress line that is not JSON")
+print(json.dumps({"val/acc_clip": base + 0.02 * seed, "test/acc_clip": base - 0.01 + 0.02 * seed,
+                  "test/acc_segment": base - 0.05, "test/f1_macro": base - 0.02,
+                  "ablation/acc_mel_zeroed": base / 2,
+                  "run_dir": "/tmp/x", "checkpoint": "/tmp/x/best.ckpt"}))

@@ -1,0 +1,118 @@
+"""``python -m experiments.explain``: overlays per branch per file, top spans, bad files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+from experiments.explain import stitch, top_band_range, top_classes, top_window
+from lightning_modules import build_model
+from tests.conftest import last_json, run_cli, tone
+
+torch.set_num_threads(1)
+
+LABELS = ["blues", "jazz", "rock"]
+
+
+# ------------------------------------------------------------------------ pure helpers
+def test_stitch_averages_overlapping_windows():
+    maps = torch.stack([torch.full((2, 4), 1.0), torch.full((2, 4), 3.0)])
+    out = stitch(maps, [0, 2], total=7)
+    assert out.shape == (2, 7)
+    assert out[0].tolist() == [1, 1, 2, 2, 3, 3, 0]  # frames 2-3 overlap; frame 6 uncovered
+
+
+def test_top_span_band_and_pitch_classes():
+    cam = np.zeros((16, 40))
+    cam[5:8, 20:26] = 1.0
+    cam[12, 2] = 0.5  # a lone weaker cell elsewhere
+    assert top_window(cam, 6) == (20, 26)
+    assert top_window(cam, 100) == (0, 40)
+    profile = cam[:, 20:26].mean(axis=1)
+    assert top_band_range(profile, 0.5) == (5, 6) or top_band_range(profile, 0.5) == (6, 7)
+    assert top_band_range(profile, 1.0) == (5, 7)
+    assert top_band_range(np.zeros(4)) == (0, 3)
+    chroma = np.array([0.1, 0, 0, 0, 0.6, 0, 0, 0.3, 0, 0, 0, 0])
+    assert top_classes(chroma, 0.5) == [4]
+    assert top_classes(chroma, 0.8) == [4, 7]
+
+
+# -------------------------------------------------------------------------------- CLI
+class _Random(torch.utils.data.Dataset):
+    def __init__(self, frames):
+        g = torch.Generator().manual_seed(0)
+        self.mel = -40 + 10 * torch.randn(8, 1, 128, frames, generator=g)
+        self.chroma = torch.rand(8, 1, 12, frames, generator=g)
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return {"mel": self.mel[i], "chroma": self.chroma[i], "label": torch.tensor(i % 3),
+                "clip": torch.tensor(i)}
+
+
+def _checkpoint(run_dir):
+    """A tiny mid_two_way model with the ``extra`` train.py stores (features, audio,
+    config), fitted two steps and saved like a run's checkpoint."""
+    from experiments.config import compose
+    from experiments.runs import model_kwargs
+
+    cfg = compose(["data=synth", "model=mid_two_way", "backbone=serial_cnn", "trainer=cpu"])
+    kwargs = model_kwargs(cfg, LABELS, {"mel": 128, "chroma": 12})
+    kwargs["backbone_kwargs"] = {"channels": [8, 16], "dropout": 0.0}
+    kwargs["tap"] = 1
+    pl.seed_everything(0, verbose=False)
+    model = build_model("mid_two_way", **kwargs)
+    model.set_normalization({"mel": (np.full(128, -40.0), np.full(128, 10.0)),
+                             "chroma": (np.full(12, 0.5), np.full(12, 0.3))})
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, train_dataloaders=DataLoader(_Random(129), batch_size=4))
+    path = run_dir / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_explain_writes_overlays_top_spans_and_reports_a_bad_file(tmp_path):
+    run_dir = tmp_path / "run"
+    ckpt = _checkpoint(run_dir)
+    # 7 s of stereo at 16 kHz: several overlapping 3-s segments, resampled and mixed down.
+    wave = tone(7.0, sr=16000, freq=330.0)
+    good = tmp_path / "audio" / "stereo tune.wav"
+    good.parent.mkdir()
+    sf.write(str(good), np.stack([wave, 0.5 * wave], axis=1), 16000, subtype="PCM_16")
+    bad = tmp_path / "audio" / "notes.wav"
+    bad.write_text("this is not audio\n")
+
+    res = run_cli("experiments.explain", f"checkpoint={ckpt}", f"files=['{good}','{bad}']")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = last_json(res.stdout)
+    assert out["out"] == str(run_dir / "explain")  # default: <run_dir>/explain
+    first, second = out["explanations"]
+
+    assert first["file"] == str(good) and first["genre"] in LABELS
+    assert sum(first["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert first["segments"] >= 3
+    assert set(first["pngs"]) == {"mel", "chroma"}
+    for branch, png in first["pngs"].items():
+        assert png.startswith(str(run_dir / "explain")) and png.endswith(f"_{branch}.png")
+        with open(png, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    mel, chroma = first["top"]["mel"], first["top"]["chroma"]
+    for top in (mel, chroma):
+        t0, t1 = top["time_s"]
+        assert 0 <= t0 < t1 <= 7.05 and abs((t1 - t0) - 3.0) < 0.05  # one segment length
+    f0, f1 = mel["freq_hz"]
+    assert 0 < f0 <= f1 <= 11025
+    names = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+    assert chroma["pitch_classes"] and set(chroma["pitch_classes"]) <= set(names)
+
+    assert second == {"file": str(bad), "error": second["error"]}
+    assert "not a readable audio file" in second["error"]
+    assert "notes.wav" in res.stderr  # progress on stderr

@@ -1,0 +1,126 @@
+"""train -> evaluate -> predict from the command line, on a tiny GTZAN-layout fixture,
+plus kill -9 and resume=auto."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from tests.conftest import REPO, last_json, make_gtzan, run_cli, tone
+
+TINY = ["data=gtzan", "data.split=random", "data.clip_seconds=6.0", "data.min_seconds=1.0",
+        "data.batch_size=16", "data.num_workers=0", "cache.workers=0",
+        "backbone.channels=[4,8,8,8]", "callbacks.ablation.max_segments=24",
+        "callbacks.ablation.deletion_fractions=[0.0,0.2,0.5]", "trainer.max_epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gtzan")
+    make_gtzan(root, per_genre=4, seconds=6.0)
+    out = tmp_path_factory.mktemp("out")
+    env = {"MLFI_OUTPUT_DIR": str(out)}
+    r = run_cli("experiments.train", *TINY, f"data.root={root}", "model=mid_two_way",
+                "seed=3", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return root, out, env, last_json(r.stdout), r
+
+
+def test_train_writes_a_complete_run_directory(trained):
+    root, out, env, s, r = trained
+    for k in ("val/acc_clip", "test/acc_clip", "test/acc_segment", "test/f1_macro"):
+        assert 0.0 <= s[k] <= 1.0
+    assert s["mode"] == "mid_two_way" and s["seed"] == 3 and s["seconds"] > 0
+    run = s["run_dir"]
+    from pathlib import Path
+    run = Path(run)
+    assert run.parent == out / "runs" and run.name.startswith("gtzan-mid_two_way-parallel_cnn-tap2-seed3-")
+    assert Path(s["checkpoint"]).is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").is_file() and "mid_two_way" in (run / "config.yaml").read_text()
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert {"val/acc_clip", "train/loss", "test/acc_clip"} <= set(metrics.columns)
+    assert json.loads((run / "summary.json").read_text())["checkpoint"] == s["checkpoint"]
+    assert (run / "figures" / "confusion_test.png").stat().st_size > 10_000
+    assert list((run / "figures" / "gradcam").glob("final_*.png"))
+    assert (run / "ablation.csv").is_file() and "ablation/acc_mel_zeroed" in s
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    assert list(offline[0].glob("files/media/images/**/*.png"))
+    # Lightning's progress output went to stderr; stdout holds only the JSON line.
+    assert r.stdout.strip().count("\n") == 0 and "Epoch" in r.stderr
+
+
+def test_evaluate_reports_per_class_metrics_and_confusion(trained):
+    _, out, env, s, _ = trained
+    r = run_cli("experiments.evaluate", f"checkpoint={s['checkpoint']}", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    e = last_json(r.stdout)
+    assert e["test/acc_clip"] == pytest.approx(s["test/acc_clip"], abs=1e-6)
+    assert len(e["per_class"]) == 10 and e["clips"] == 10
+    assert sum(c["support"] for c in e["per_class"]) == 10
+    pred = pd.read_csv(e["predictions_csv"])
+    assert len(pred) == 10 and (pred["predicted"] == pred["genre"]).mean() == pytest.approx(
+        e["test/acc_clip"])
+    assert "precision" in r.stderr  # the table for the person at the terminal
+    r = run_cli("experiments.evaluate", f"checkpoint={s['checkpoint']}", "split=valid", env=env)
+    assert r.returncode == 0 and "valid/acc_clip" in last_json(r.stdout)
+
+
+def test_predict_any_format_and_reports_bad_files(trained, tmp_path):
+    _, out, env, s, _ = trained
+    x = tone(4.0, sr=44100, freq=330.0)
+    sf.write(str(tmp_path / "stereo.flac"), np.stack([x, 0.5 * x], 1), 44100)
+    sf.write(str(tmp_path / "short.wav"), tone(1.0, sr=8000), 8000)
+    (tmp_path / "notes.wav").write_text("not audio")
+    files = ",".join(str(tmp_path / f) for f in ("stereo.flac", "notes.wav", "short.wav"))
+    r = run_cli("experiments.predict", f"checkpoint={s['checkpoint']}", f"files=[{files}]",
+                env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    p = last_json(r.stdout)["predictions"]
+    assert [q["file"].rsplit("/", 1)[1] for q in p] == ["stereo.flac", "notes.wav", "short.wav"]
+    assert p[0]["genre"] in p[0]["probabilities"] and p[0]["channels"] == 2
+    assert sum(p[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert "not a readable audio file" in p[1]["error"] and "genre" not in p[1]
+    assert p[2]["segments"] == 1 and p[2]["source_rate"] == 8000
+
+
+def test_missing_checkpoint_is_one_clear_line(tmp_path):
+    r = run_cli("experiments.predict", f"checkpoint={tmp_path}/nope.ckpt", "files=[a.wav]")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_killed_run_resumes_from_last_checkpoint(trained):
+    root, out, env, _, _ = trained
+    args = [*TINY, f"data.root={root}", "model=late_fusion", "trainer.max_epochs=6",
+            "callbacks.gradcam.enabled=false", "callbacks.ablation.enabled=false",
+            "logger.wandb.enabled=false", "train.resume=auto"]
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args], cwd=REPO,
+                            env={**__import__("os").environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = out / "runs"
+    deadline = time.time() + 240
+    last = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(runs.glob("gtzan-late_fusion-*/checkpoints/last.ckpt"))
+        if found:
+            last = found[0]
+            break
+        time.sleep(0.05)
+    assert last is not None, "no checkpoint was written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run = last.parent.parent
+    assert not (run / "summary.json").exists(), "the run finished before it could be killed"
+    r = run_cli("experiments.train", *args, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = last_json(r.stdout)
+    assert "resuming from" in r.stderr and s["run_dir"] == str(run)
+    assert s["epochs"] == 6
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics.dropna(subset=["val/acc_clip"])["epoch"].max() == 5
+    assert metrics["test/acc_clip"].notna().sum() == 1
