@@ -7,7 +7,8 @@ Command-line words, in any order:
   ``+a.b=value``        add a key that does not exist yet
   ``--a.b=value``       the same, as W&B agents pass it with ``${args}``
 Group selections apply first, then overrides, then interpolations are resolved. An unknown
-key or group is an error that lists the valid ones.
+key or group is an error that lists the valid ones. A group file may hold a ``_global_``
+mapping: it is merged at the top level (e.g. the synthetic demo's CPU-sized features).
 """
 from __future__ import annotations
 
@@ -112,14 +113,20 @@ def compose(argv: Iterable[str] = (), extra: dict | None = None,
             selected[key] = value
         else:
             overrides.append((key, value, add))
+    global_parts = []
     for group, name in selected.items():
         if group not in available:
             raise ConfigError(f"default.yaml selects unknown group {group!r}")
         path = config_dir / group / f"{name}.yaml"
         if not path.is_file():
             raise ConfigError(f"{path} does not exist: choose one of {', '.join(available[group])}")
+        part = _load_yaml(path)
+        if "_global_" in part:
+            global_parts.append(part.pop("_global_"))
         section = base.get(group) or OmegaConf.create({})
-        base[group] = OmegaConf.merge(section, _load_yaml(path))
+        base[group] = OmegaConf.merge(section, part)
+    for part in global_parts:
+        base = OmegaConf.merge(base, part)
     base["choices"] = dict(selected)
     return _finish(base, overrides, extra, resolve)
 

@@ -49,3 +49,12 @@ def test_every_group_file_composes():
         for name in names:
             cfg = compose([f"{group}={name}"])
             assert cfg.choices[group] == name
+
+
+def test_group_file_global_section_reaches_other_sections():
+    cfg = compose(["data=synth"])
+    assert cfg.features.n_mels == 64 and cfg.features.hop_length == 1024
+    assert "_global_" not in cfg.data
+    assert compose(["data=gtzan"]).features.n_mels == 128
+    # Command-line overrides still win over a group's _global_ values.
+    assert compose(["data=synth", "features.n_mels=96"]).features.n_mels == 96
