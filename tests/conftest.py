@@ -17,6 +17,13 @@ GENRES = ("blues", "classical", "country", "disco", "hiphop",
           "jazz", "metal", "pop", "reggae", "rock")
 
 
+def pytest_configure(config):
+    # The tests' models are tiny: one intra-op thread avoids oversubscribing 2 shared cores.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
     """Nothing a test runs writes into the repository or talks to W&B servers."""

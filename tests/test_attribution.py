@@ -37,8 +37,6 @@ from lightning_modules.callbacks.ablation import (
     zero_input,
 )
 
-torch.set_num_threads(1)  # 2 shared cores: one thread is faster for these tiny convolutions
-
 LABELS = ["hum", "click", "blob"]
 SHAPES = [(2, 8), (8, 2), (4, 4)]  # (bands, frames) of each class's bright shape
 MEL_BINS, FRAMES = 32, 24

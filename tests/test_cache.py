@@ -333,8 +333,9 @@ def test_killed_build_leaves_no_complete_cache_and_resumes(tmp_path):
     assert cache.manifest["resumed_from_clip"] == 2 and len(cache) == 6
     assert_rows_match(cache)
     fresh = build_or_load(index, feats, AUDIO, tmp_path / "fresh", workers=0, progress=False)
-    for k in cache.arrays:
-        np.testing.assert_array_equal(cache.arrays[k], fresh.arrays[k])
+    for k in cache.arrays:  # equal up to float16 rounding (thread counts may differ)
+        np.testing.assert_allclose(np.asarray(cache.arrays[k], np.float32),
+                                   np.asarray(fresh.arrays[k], np.float32), rtol=2e-3, atol=1e-5)
 
 
 def test_two_processes_build_once(tmp_path):

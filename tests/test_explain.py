@@ -12,8 +12,6 @@ from experiments.explain import stitch, top_band_range, top_classes, top_window
 from lightning_modules import build_model
 from tests.conftest import last_json, run_cli, tone
 
-torch.set_num_threads(1)
-
 LABELS = ["blues", "jazz", "rock"]
 
 
@@ -61,7 +59,7 @@ def _checkpoint(run_dir):
     from experiments.config import compose
     from experiments.runs import model_kwargs
 
-    cfg = compose(["data=synth", "model=mid_two_way", "backbone=serial_cnn", "trainer=cpu"])
+    cfg = compose(["data=gtzan", "model=mid_two_way", "backbone=serial_cnn", "trainer=cpu"])
     kwargs = model_kwargs(cfg, LABELS, {"mel": 128, "chroma": 12})
     kwargs["backbone_kwargs"] = {"channels": [8, 16], "dropout": 0.0}
     kwargs["tap"] = 1

@@ -22,8 +22,6 @@ from lightning_modules import (
     load_model,
 )
 
-torch.set_num_threads(2)
-
 LABELS = ["blues", "jazz", "rock"]
 CNNS = ("serial_cnn", "parallel_cnn")
 MID_MODES = ("mid_into_mel", "mid_into_chroma", "mid_two_way")
