@@ -42,6 +42,8 @@ class FileSegmenter:
         """{name: [S, 1, F, seg]} windows and their start frames."""
         total = next(iter(feats.values())).shape[-1]
         starts = segment_starts(total, self.seg, self.hop)
+        if starts[-1] + self.seg < total:  # one more window so the file's end is covered
+            starts = np.append(starts, total - self.seg)
         out = {k: torch.stack([v[:, s:s + self.seg] for s in starts])[:, None]
                for k, v in feats.items()}
         return out, starts
