@@ -83,14 +83,14 @@ def scan_gtzan(root: str | os.PathLike, min_seconds: float = 1.0
                 skipped.append({"path": str(f), "reason": f"{f.suffix} is not a GTZAN format "
                                 "(.wav or .au)"})
                 continue
-            if not m or m["genre"] != genre:
-                skipped.append({"path": str(f), "reason": f"file name is not a GTZAN clip id "
-                                f"'{genre}.<5 digits>'"})
-                continue
-            try:
+            try:  # what is wrong with the content comes before what is wrong with the name
                 probe_audio(f, min_seconds=min_seconds)
             except AudioDecodeError as e:
                 skipped.append({"path": str(f), "reason": e.reason})
+                continue
+            if not m or m["genre"] != genre:
+                skipped.append({"path": str(f), "reason": f"file name is not a GTZAN clip id "
+                                f"'{genre}.<5 digits>'"})
                 continue
             rows.append({"clip_id": stem, "path": str(f), "label": GENRES.index(genre),
                          "genre": genre, "split": "", "artist": ""})

@@ -47,13 +47,15 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
     write_clip(trunc, seconds=3.0)
     trunc.write_bytes(trunc.read_bytes()[:5000])
     (top / "pop" / "x.wav").write_text("not audio")
+    write_clip(top / "pop" / "take2.wav", seconds=1.5)
     (top / "blues" / "._blues.00000.wav").write_bytes(b"\0\5\26\7" + b"\0" * 60)
     ix = index_gtzan(cfg(tmp_path))
     assert len(ix) == 20
     reasons = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in ix.skipped}
     assert reasons["jazz.00054.wav"] == "empty file (0 bytes)"
     assert reasons["rock.00007.wav"].startswith("truncated")
-    assert "not a GTZAN clip id" in reasons["x.wav"]
+    assert "not a readable audio file" in reasons["x.wav"]
+    assert "not a GTZAN clip id" in reasons["take2.wav"]
     assert "AppleDouble" in reasons["._blues.00000.wav"]
 
 
