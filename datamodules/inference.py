@@ -32,7 +32,7 @@ class FileSegmenter:
         d = load_audio(path, sample_rate=int(self.audio["sample_rate"]), clip_seconds=None,
                        min_seconds=0.5, silence_db=float(self.audio["silence_db"]))
         wave = d.wave
-        min_len = int(self.seg * self.params.hop_length)
+        min_len = int((self.seg - 1) * self.params.hop_length)  # centred frames: exactly seg
         if len(wave) < min_len:  # shorter than one segment: pad
             wave = np.pad(wave, (0, min_len - len(wave)))
         feats = self.extractor(torch.from_numpy(wave)[None])
