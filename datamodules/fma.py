@@ -78,7 +78,8 @@ def index_fma_small(data_cfg, dataset: str = "fma_small") -> ClipIndex:
             continue
         s = SPLIT_NAMES.get(row[("set", "split")])
         if s is None:
-            skipped.append({"path": str(path), "reason": f"unknown split {row[('set', 'split')]!r}"})
+            skipped.append({"path": str(path),
+                            "reason": f"unknown split {row[('set', 'split')]!r}"})
             continue
         if not path.is_file():
             skipped.append({"path": str(path), "reason": "missing on disk (listed in tracks.csv)"})

@@ -113,7 +113,8 @@ def scan_gtzan(root: str | os.PathLike, min_seconds: float = 1.0
 
 def index_gtzan(data_cfg, dataset: str = "gtzan") -> ClipIndex:
     """Index a GTZAN-layout folder and assign ``data.split``."""
-    table, skipped, info = scan_gtzan(data_cfg["root"], min_seconds=data_cfg.get("min_seconds", 1.0))
+    table, skipped, info = scan_gtzan(data_cfg["root"],
+                                      min_seconds=data_cfg.get("min_seconds", 1.0))
     split = data_cfg.get("split", "fault_filtered")
     if split == "fault_filtered":
         table["split"], info["split_report"] = assign_fault_filtered(table)

@@ -38,7 +38,8 @@ class FileSegmenter:
         feats = self.extractor(torch.from_numpy(wave)[None])
         return {k: v[0].float().cpu() for k, v in feats.items()}, d
 
-    def segments(self, feats: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    def segments(self, feats: dict[str, torch.Tensor]
+                 ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
         """{name: [S, 1, F, seg]} windows and their start frames."""
         total = next(iter(feats.values())).shape[-1]
         starts = segment_starts(total, self.seg, self.hop)

@@ -83,7 +83,8 @@ def stratified_folds(table: pd.DataFrame, folds: int, seed: int = 0) -> pd.Serie
 
 def assign_kfold(table: pd.DataFrame, folds: int = 10, fold: int = 0, seed: int = 0) -> pd.Series:
     if folds < 3:
-        raise UserError(f"data.folds must be >= 3 (test, validation and training folds), got {folds}")
+        raise UserError(f"data.folds must be >= 3 (test, validation and training folds), "
+                        f"got {folds}")
     if not 0 <= fold < folds:
         raise UserError(f"data.fold must be in 0..{folds - 1}, got {fold}")
     f = stratified_folds(table, folds, seed)

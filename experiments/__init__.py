@@ -1,1 +1,2 @@
-"""Command-line entry points: ``python -m experiments.<prepare|train|evaluate|predict|explain|sweep>``."""
+"""Command-line entry points: ``python -m experiments.<name>`` (prepare, train, evaluate,
+predict, explain, sweep)."""

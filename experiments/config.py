@@ -202,4 +202,3 @@ def main_guard(fn, argv=None, extra: dict | None = None, composer=None) -> int:
     except (ConfigError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-

@@ -31,7 +31,8 @@ def prepare(cfg, progress: bool = True):
         from datamodules.features import FeatureParams
 
         params = FeatureParams.from_dict({**cfg.features, "sample_rate": cfg.data.sample_rate})
-        audio = {k: cfg.data[k] for k in ("sample_rate", "clip_seconds", "min_seconds", "silence_db")}
+        audio = {k: cfg.data[k]
+                 for k in ("sample_rate", "clip_seconds", "min_seconds", "silence_db")}
         cache = build_or_load(index, params, audio, cfg.paths.cache_dir,
                               workers=int(cfg.cache.workers), dtype=str(cfg.cache.dtype),
                               rebuild_hint=rebuild_hint(cfg), progress=progress,

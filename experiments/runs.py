@@ -52,7 +52,8 @@ def run_dir_for(cfg) -> tuple[Path, bool]:
 
 def _is_rank_nonzero() -> bool:
     """DDP children re-run the entry point: they must reuse rank 0's directory."""
-    return any(int(os.environ.get(v, "0")) > 0 for v in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+    ranks = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
+    return any(int(os.environ.get(v, "0")) > 0 for v in ranks)
 
 
 def model_kwargs(cfg, labels: list[str], input_bins: dict[str, int]) -> dict:

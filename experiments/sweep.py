@@ -31,8 +31,7 @@ import pandas as pd
 
 from datamodules.errors import UserError
 from experiments.config import REPO_ROOT, log, main_guard, print_summary
-from experiments.sweeps import (describe, expand, load_sweep, setting_of, trial_command,
-                                trial_key)
+from experiments.sweeps import describe, expand, load_sweep, setting_of, trial_command, trial_key
 
 DEFAULTS = {"sweep": "quickstart", "backend": "local", "count": None, "parallel": 1,
             "retry_failed": True, "agent": "run", "sweep_id": None, "trial": None}
@@ -125,7 +124,8 @@ def run_local(cfg, spec: dict, out: Path) -> dict:
     selected = trials
     if cfg.trial is not None:  # one trial of the sweep (cluster array jobs)
         if not 0 <= int(cfg.trial) < len(trials):
-            raise UserError(f"trial={cfg.trial}: sweep {spec['name']} has trials 0..{len(trials) - 1}")
+            raise UserError(f"trial={cfg.trial}: sweep {spec['name']} has trials "
+                            f"0..{len(trials) - 1}")
         selected = [trials[int(cfg.trial)]]
     for params in selected:
         prev = state.records.get(trial_key(params))

@@ -45,7 +45,8 @@ def shared_data() -> Path:
 def tone(seconds: float, sr: int = 22050, freq: float = 440.0, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
-    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
+    return x.astype(np.float32)
 
 
 def write_clip(path: Path, seconds: float = 3.5, sr: int = 22050, freq: float = 440.0,

@@ -91,9 +91,9 @@ def test_local_sweep_aggregates_records_failures_and_resumes(tmp_path):
 
 
 def test_killed_sweep_resumes_and_lists_each_trial_once(tmp_path):
-    p = write_sweep(tmp_path / "slow.yaml", {"model": {"values": ["late_fusion", "mid_two_way"]},
-                                              "seed": {"values": [0, 1]},
-                                              "sleep": {"value": 1.5}})
+    p = write_sweep(tmp_path / "slow.yaml", {
+        "model": {"values": ["late_fusion", "mid_two_way"]}, "seed": {"values": [0, 1]},
+        "sleep": {"value": 1.5}})
     env = dict(os.environ, MLFI_OUTPUT_DIR=str(tmp_path / "out"), WANDB_MODE="offline")
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", f"sweep={p}",
                              "logger.wandb.enabled=false"], cwd=REPO, env=env,

@@ -39,7 +39,8 @@ def test_train_writes_a_complete_run_directory(trained):
     run = s["run_dir"]
     from pathlib import Path
     run = Path(run)
-    assert run.parent == out / "runs" and run.name.startswith("gtzan-mid_two_way-parallel_cnn-tap2-seed3-")
+    assert run.parent == out / "runs"
+    assert run.name.startswith("gtzan-mid_two_way-parallel_cnn-tap2-seed3-")
     assert Path(s["checkpoint"]).is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file() and "mid_two_way" in (run / "config.yaml").read_text()
     metrics = pd.read_csv(run / "metrics.csv")
