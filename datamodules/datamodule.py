@@ -51,7 +51,8 @@ class GenreDataModule(pl.LightningDataModule):
         return index, cache
 
     def prepare_data(self):
-        self._index_and_cache()
+        if self.cache is None:  # train.py already prepared it before fitting
+            self._index_and_cache()
 
     def setup(self, stage: str | None = None):
         if self.cache is None:
