@@ -88,10 +88,9 @@ def _check_key(cfg: DictConfig, key: str) -> None:
             raise ConfigError(f"unknown config key {key!r}: {where} is a value, not a section")
 
 
-def _parse_value(key: str, value: str) -> Any:
-    parsed = OmegaConf.from_dotlist([f"__v={value}"])
-    return parsed._get_node("__v")._value() if not isinstance(
-        parsed.__v, (DictConfig, ListConfig)) else parsed.__v
+def _parse_value(value: str) -> Any:
+    """A command-line value parsed as omegaconf parses dot-lists (numbers, lists, null...)."""
+    return OmegaConf.from_dotlist([f"v={value}"])["v"]
 
 
 def compose(argv: Iterable[str] = (), extra: dict | None = None,
@@ -146,7 +145,7 @@ def _finish(base: DictConfig, overrides, extra, resolve: bool) -> DictConfig:
         if not add:
             _check_key(base, key)
         with _open(base, add):
-            OmegaConf.update(base, key, _parse_value(key, value), merge=False, force_add=add)
+            OmegaConf.update(base, key, _parse_value(value), merge=False, force_add=add)
     if resolve:
         try:
             OmegaConf.resolve(base)

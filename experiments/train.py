@@ -62,9 +62,7 @@ def build_callbacks(cfg, run_dir: Path) -> list:
 
 
 def build_trainer(cfg, run_dir: Path, run_id: str, loggers=None, callbacks=None) -> pl.Trainer:
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if kwargs.get("strategy") == "ddp" and kwargs.get("accelerator") == "cpu":
-        kwargs["strategy"] = "ddp"  # gloo backend on CPU, chosen by Lightning
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)  # DDP on CPU: Lightning uses gloo
     return pl.Trainer(
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir, run_id) if loggers is None else loggers,
