@@ -18,6 +18,13 @@ GENRES = ("blues", "classical", "country", "disco", "hiphop",
 
 
 def pytest_configure(config):
+    # A torch/torchaudio pair that does not load would fail every test module at import with
+    # a linker message; stop first with one line that names the versions and the fix.
+    from experiments.check_install import problem
+
+    found = problem()
+    if found:
+        pytest.exit(f"check_install: {found}", returncode=3)
     # The tests' models are tiny: one intra-op thread avoids oversubscribing 2 shared cores.
     import torch
 
