@@ -3,8 +3,9 @@ VENV   ?= .venv
 LOCK   ?= requirements.lock
 # Another PyTorch build of the locked versions (a CUDA 12.x or CPU-only wheel index), e.g.
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128
-# Everything else still comes from the lock, hash-checked. See README, "Install".
-TORCH_INDEX ?=
+# Everything else still comes from the lock, hash-checked. See README, "Install". The
+# index is remembered in the venv, so a later re-install (a changed lock) uses it again.
+TORCH_INDEX ?= $(shell cat $(VENV)/torch-index 2>/dev/null)
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
@@ -23,6 +24,7 @@ else
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(VENV)/lock-without-torch.txt
 	$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) \
 		$$($(PYTHON) -m experiments.check_lock --torch-pins $(LOCK))
+	echo $(TORCH_INDEX) > $(VENV)/torch-index
 endif
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m experiments.check_install

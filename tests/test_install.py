@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -18,7 +19,9 @@ SETUP_CFG = REPO / "setup.cfg"
 
 def test_every_locked_package_is_installed_at_its_locked_version():
     pins = read_lock(LOCK)
-    torch_variant = Version(metadata.version("torch")).local is not None  # make TORCH_INDEX=...
+    # `make setup TORCH_INDEX=...` takes the PyTorch stack from another index on purpose.
+    torch_variant = (Path(sys.prefix, "torch-index").is_file()
+                     or Version(metadata.version("torch")).local is not None)
     wrong = []
     for name, pin in pins.items():
         if torch_variant and TORCH_STACK.match(name) and name not in ("torch", "torchaudio"):
