@@ -49,6 +49,7 @@ class Pin:
     version: str
     direct: bool  # the lock says the project itself requires it
     text: str  # the whole block: pin line, hashes, annotations
+    via: list[str]  # the packages that require it, as the lock annotates them
 
 
 def read_lock(path: Path) -> dict[str, Pin]:
@@ -58,14 +59,18 @@ def read_lock(path: Path) -> dict[str, Pin]:
     for line in Path(path).read_text().splitlines():
         m = _PIN.match(line)
         if m:
-            current = Pin(canonical(m.group(1)), m.group(2), False, line + "\n")
+            current = Pin(canonical(m.group(1)), m.group(2), False, line + "\n", [])
             pins[current.name] = current
             continue
         if current is None:
             continue
         current.text += line + "\n"
-        if f"{PROJECT} (setup.cfg)" in line:
-            current.direct = True
+        via = re.match(r"^\s*#\s+(?:via\s+)?(\S.*)$", line)
+        if via and via.group(1) != "via":
+            if f"{PROJECT} (setup.cfg)" in via.group(1):
+                current.direct = True
+            else:
+                current.via.append(via.group(1).strip())
     return pins
 
 
@@ -101,6 +106,11 @@ def problems(setup_cfg: Path, lock: Path) -> list[str]:
         elif not req.specifier.contains(Version(pin.version), prereleases=True):
             out.append(f"setup.cfg requires {req} ({where}) but {Path(lock).name} pins "
                        f"{name}=={pin.version}: run `make lock` and commit {Path(lock).name}")
+        elif not pin.direct:
+            out.append(f"setup.cfg requires {req} ({where}) but {Path(lock).name} was not "
+                       f"compiled with it ({name}=={pin.version} is pinned only as a dependency "
+                       f"of {', '.join(pin.via) or 'other packages'}): run `make lock` and "
+                       f"commit {Path(lock).name}")
     for name, pin in sorted(pins.items()):
         if pin.direct and name not in reqs:
             out.append(f"{Path(lock).name} pins {name}=={pin.version} for {PROJECT} but setup.cfg "
