@@ -83,9 +83,7 @@ def main() -> int:
                            "trainer.max_epochs": {"value": a.epochs},
                            "model": {"values": a.modes},
                            "data.fold": {"values": list(range(a.folds))},
-                           "seed": {"value": 0}},
-            "command": ["${env}", "${interpreter}", "-m", "experiments.train",
-                        "${args_no_hyphens}"]}
+                           "seed": {"value": 0}}}
     path = out / "gtzan_mini_cv.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     r = subprocess.run([sys.executable, "-m", "experiments.sweep", f"sweep={path}",

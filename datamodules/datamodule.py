@@ -1,11 +1,15 @@
 """``GenreDataModule``: cached Mel + chroma tensors -> segment batches for Lightning.
 
-``prepare_data`` indexes the dataset and builds the feature cache (once per node, or once
-overall with ``cache.per_node=false`` on a shared file system; other ranks wait). ``setup``
-opens the memory maps, cuts fixed-length segments *after* the split, and computes per-band
-normalisation statistics from the training split only.
+Lightning drives it: ``prepare_data`` indexes the dataset and builds the feature cache
+(once per node, or once overall with ``cache.per_node=false`` on a shared file system;
+other ranks wait), ``setup`` opens the memory maps, cuts fixed-length segments *after* the
+split, and computes per-band normalisation statistics from the training split only.
+What a model needs from the data goes through one interface: :meth:`data_facts`
+(labels, input bins, normalisation statistics, clips per split).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytorch_lightning as pl
@@ -14,10 +18,22 @@ from torch.utils.data import DataLoader
 
 from .errors import UserError
 from .index import SPLITS
-from .segments import SegmentDataset, collate_batched, frames_for
+from .segments import SegmentDataset, collate_batched, segment_geometry
 
 _STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",),
                  "predict": ("test",)}
+
+
+@dataclass
+class DataFacts:
+    """What a model takes from its data: class names, frequency bins per input, per-band
+    training statistics ``{name: (mean [F], std [F])}`` (after ``setup("fit")``) and the
+    number of clips of each split set up so far (``{"valid": n, "test": n}``)."""
+
+    labels: list[str]
+    input_bins: dict[str, int]
+    norm_stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    num_clips: dict[str, int] = field(default_factory=dict)
 
 
 class GenreDataModule(pl.LightningDataModule):
@@ -36,38 +52,48 @@ class GenreDataModule(pl.LightningDataModule):
         self._clips: dict[str, object] = {}
         self.norm_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.batch_size = int(cfg.data.batch_size)
-        self.summary: dict = {}
 
     # -- building -------------------------------------------------------------------
+    def _index(self):
+        """The clip index (files, labels, split), built once; no features needed."""
+        if self.index is None:
+            from datamodules.indexers import build_index
+
+            self.index = build_index(self.cfg.data)
+        return self.index
+
     @property
     def labels(self) -> list[str]:
-        return list(self.index.labels)
+        return list(self._index().labels)
 
-    def _index_and_cache(self, progress: bool = True):
-        from experiments.prepare import prepare  # the same code path as the CLI
+    def input_bins(self) -> dict[str, int]:
+        """Frequency bins per used feature, from the feature parameters (no cache needed)."""
+        from .features import FeatureExtractor
+        from .prepare import feature_params
 
-        index, cache, summary = prepare(self.cfg, progress=progress)
-        self.summary = summary
-        return index, cache
+        dims = FeatureExtractor(feature_params(self.cfg)).dims()
+        return {n: int(dims[n]) for n in self.cfg.features.names}
+
+    def data_facts(self) -> DataFacts:
+        return DataFacts(self.labels, self.input_bins(), dict(self.norm_stats),
+                         {s: len(t) for s, t in self._clips.items() if s != "train"})
 
     def prepare_data(self):
-        if self.cache is None:  # train.py already prepared it before fitting
-            self._index_and_cache()
+        from .prepare import prepare
+
+        prepare(self.cfg, index=self._index())
 
     def setup(self, stage: str | None = None):
         if self.cache is None:
-            self.index, self.cache = self._index_and_cache(progress=False)
+            from .prepare import prepare
+
+            self.cache = prepare(self.cfg, progress=False, index=self._index()).cache
             self._per_device_batch()
         for split in _STAGE_SPLITS.get(stage or "fit", SPLITS):
             if split not in self.datasets:
                 self.datasets[split] = self._make_split(split)
         if "train" in self.datasets and not self.norm_stats:
             self.norm_stats = self._train_stats()
-
-    def setup_all(self):
-        """Every split (used by evaluate/explain outside a Trainer)."""
-        for stage in ("fit", "test"):
-            self.setup(stage)
 
     def _per_device_batch(self):
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -90,8 +116,8 @@ class GenreDataModule(pl.LightningDataModule):
                             f"data={c.choices.data} data.root={c.data.root}`")
         self._clips[split] = table
         sr, hop = int(c.data.sample_rate), int(c.features.hop_length)
-        seg = frames_for(float(c.data.segment_seconds), sr, hop)
-        hop_frames = max(1, int(round(seg * (1.0 - float(c.data.segment_overlap)))))
+        seg, hop_frames = segment_geometry(c.data.segment_seconds, c.data.segment_overlap,
+                                           sr, hop)
         total = next(iter(self.cache.arrays.values())).shape[-1]
         padded = table.get("padded_seconds", 0.0)
         valid = total - np.floor(np.asarray(padded, dtype=float) * sr / hop).astype(int)
@@ -124,10 +150,6 @@ class GenreDataModule(pl.LightningDataModule):
     def num_clips(self, split: str) -> int:
         return len(self._clips[split])
 
-    def input_shapes(self) -> dict[str, tuple[int, int]]:
-        ds = next(iter(self.datasets.values()))
-        return {k: (v.shape[1], ds.seg) for k, v in ds.arrays.items()}
-
     # -- loaders --------------------------------------------------------------------
     def _loader(self, split: str, train: bool) -> DataLoader:
         workers = int(self.cfg.data.num_workers)
@@ -146,10 +168,6 @@ class GenreDataModule(pl.LightningDataModule):
 
     def test_dataloader(self):
         return self._loader("test", False)
-
-    def loader(self, split: str) -> DataLoader:
-        """An ordered loader over any split (evaluate, explain, ablations)."""
-        return self._loader(split, False)
 
     # -- augmentation ---------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx):

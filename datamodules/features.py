@@ -40,6 +40,8 @@ import torchaudio.functional as AF
 
 # Bump whenever any feature's output for the same parameters changes (cache key).
 EXTRACTOR_VERSION = 1
+# Chroma rows in order (librosa's chroma filterbank starts at C).
+PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # CPU STFT chunk (frames per rfft call): keeps frames + spectrum (~8 MiB) in L2/L3.
 _CPU_CHUNK_FRAMES = 512
@@ -465,13 +467,6 @@ class FeatureExtractor:
         if buf is None or buf.shape[0] < b or buf.shape[1] != T or buf.device != chunk.device:
             buf = self._bufs[slot] = torch.empty(b, T, self.params.n_freqs, device=chunk.device)
         return buf[:b]
-
-    def release(self) -> None:
-        """Free the reused power buffers and the thread pool."""
-        self._bufs = {}
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
 
     def __repr__(self) -> str:
         return f"FeatureExtractor({self.params.to_dict()}, version={EXTRACTOR_VERSION})"

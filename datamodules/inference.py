@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from .audio import load_audio
-from .segments import frames_for, segment_starts
+from .segments import segment_geometry, segment_starts
 
 
 class FileSegmenter:
@@ -23,8 +23,8 @@ class FileSegmenter:
         self.params = FeatureParams.from_dict({**feats, "sample_rate": self.audio["sample_rate"]})
         self.extractor = FeatureExtractor(self.params)
         sr, hop = int(self.audio["sample_rate"]), int(self.params.hop_length)
-        self.seg = frames_for(float(self.audio["segment_seconds"]), sr, hop)
-        self.hop = max(1, int(round(self.seg * (1 - float(self.audio["segment_overlap"])))))
+        self.seg, self.hop = segment_geometry(self.audio["segment_seconds"],
+                                              self.audio["segment_overlap"], sr, hop)
         self.seconds_per_frame = hop / sr
 
     def features(self, path) -> tuple[dict[str, torch.Tensor], object]:

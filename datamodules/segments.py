@@ -26,6 +26,14 @@ def frames_for(seconds: float, sample_rate: int, hop_length: int) -> int:
     return max(1, int(round(seconds * sample_rate / hop_length)))
 
 
+def segment_geometry(segment_seconds: float, overlap: float, sample_rate: int,
+                     hop_length: int) -> tuple[int, int]:
+    """(window length, window hop) in feature frames for ``segment_seconds`` windows that
+    overlap by the fraction ``overlap``; the same for training, evaluation and inference."""
+    seg = frames_for(float(segment_seconds), int(sample_rate), int(hop_length))
+    return seg, max(1, int(round(seg * (1.0 - float(overlap)))))
+
+
 class SegmentDataset(Dataset):
     """Segments of cached clips. Item ``i`` -> {"mel": [1, F, seg], "chroma": [1, 12, seg],
     "label": long, "clip": long (position of the clip in this split's clip list)}.
@@ -73,10 +81,15 @@ class SegmentDataset(Dataset):
         return x
 
     def __getitem__(self, i: int) -> dict:
-        return self.__getitems__([i], single=True)
+        return {k: v[0] for k, v in self.batch([i]).items()}
 
-    def __getitems__(self, idx, single: bool = False):
-        """Batched fetch (used by DataLoader): one stacked copy per feature."""
+    def __getitems__(self, idx):
+        """Batched fetch, the hook DataLoader uses: see :meth:`batch`."""
+        return self.batch(idx)
+
+    def batch(self, idx) -> dict:
+        """Segments ``idx`` as one batch: {"mel": [B, 1, F, seg], "chroma": [B, 1, 12, seg],
+        "label": [B], "clip": [B]} (one stacked copy per feature)."""
         idx = np.asarray(idx, dtype=np.int64)
         pos = self.clip_pos[idx]
         rows, starts = self.rows[pos], self.starts[idx]
@@ -89,11 +102,9 @@ class SegmentDataset(Dataset):
             out[name] = torch.from_numpy(x.astype(np.float32, copy=False)).unsqueeze(1)
         out["label"] = torch.from_numpy(self.labels[pos])
         out["clip"] = torch.from_numpy(pos)
-        if single:
-            return {k: v[0] for k, v in out.items()}
         return out
 
 
 def collate_batched(batch):
-    """``__getitems__`` already returns a collated dict."""
+    """:meth:`SegmentDataset.batch` already returns a collated dict."""
     return batch

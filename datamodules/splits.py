@@ -92,10 +92,3 @@ def assign_kfold(table: pd.DataFrame, folds: int = 10, fold: int = 0, seed: int 
     split[f == fold] = "test"
     split[f == (fold + 1) % folds] = "valid"
     return split
-
-
-def check_disjoint(table: pd.DataFrame) -> None:
-    """No clip id in two splits (the table has one row per clip, so duplicates would show)."""
-    dup = table["clip_id"][table["clip_id"].duplicated()]
-    if len(dup):
-        raise AssertionError(f"clips in more than one split: {sorted(dup)[:10]}")

@@ -13,6 +13,8 @@ mapping: it is merged at the top level (e.g. the synthetic demo's CPU-sized feat
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -184,17 +186,60 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (captured in tests)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging must never break a run
+            self.handleError(record)
+
+
+def _rank() -> int:
+    """This process's global rank under DDP/SLURM launchers (0 elsewhere)."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Library modules log through ``logging.getLogger(__name__)``; entry points show those
+    records on stderr as ``name: message``. Ranks other than 0 show warnings and errors
+    only, so a DDP run does not print every message once per process."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(h)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    handler.setLevel(level if _rank() == 0 else logging.WARNING)
+    root.addHandler(handler)
+    for name in ("datamodules", "lightning_modules", "experiments", "__main__"):
+        logging.getLogger(name).setLevel(level)
+
+
+def usage(fn) -> str:
+    """The calling entry point's module docstring (its usage), plus the config groups."""
+    module = sys.modules.get(getattr(fn, "__module__", ""), None)
+    text = (getattr(module, "__doc__", None) or "").strip() or __doc__.strip()
+    return (f"{text}\n\nConfig words (see experiments/config.py): group=name, a.b=value, "
+            f"+a.b=value, --a.b=value.\nGroups: {json.dumps(groups())}")
+
+
 def main_guard(fn, argv=None, extra: dict | None = None, composer=None) -> int:
     """Run ``fn(cfg)`` with the composed config; a ConfigError or a user-facing error
     prints one line to stderr and exits non-zero. ``composer(argv, extra)`` replaces
-    :func:`compose` (entry points that start from a checkpoint's config)."""
+    :func:`compose` (entry points that start from a checkpoint's config). ``-h``/``--help``
+    prints the entry point's own usage (its module docstring)."""
     from datamodules.errors import UserError  # local import: keeps config.py dependency-free
 
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print(__doc__, file=sys.stderr)
-        print("groups: " + json.dumps(groups()), file=sys.stderr)
+        print(usage(fn))
         return 0
+    configure_logging()
     try:
         cfg = (composer or compose)(argv, extra=extra)
         return int(fn(cfg) or 0)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 
 from datamodules.errors import UserError
+from experiments.builders import build_eval_trainer
 from experiments.checkpoints import checkpoint_composer, load_checkpoint_model
 from experiments.config import log, main_guard, print_summary
 from experiments.reports import per_class_report, save_confusion_png
@@ -29,23 +29,23 @@ _STAGE = {"test": "test", "valid": "val"}
 
 def evaluate(cfg) -> dict:
     from datamodules.datamodule import GenreDataModule
+    from lightning_modules.base import DataMismatchError
 
     split = str(cfg.split)
     if split not in _STAGE:
         raise UserError(f"split={split!r}: choose test or valid")
     model = load_checkpoint_model(cfg)
     dm = GenreDataModule(cfg)
-    dm.setup("fit" if split == "valid" else "test")
-    if list(dm.labels) != list(model.hparams.labels):
-        raise UserError(f"the dataset's labels {dm.labels} differ from the model's "
-                        f"{list(model.hparams.labels)}")
-    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=True, enable_model_summary=False)
+    trainer = build_eval_trainer(cfg)
     with contextlib.redirect_stdout(sys.stderr):
         run = trainer.test if split == "test" else trainer.validate
-        res = run(model, datamodule=dm, verbose=False)[0]
+        try:
+            res = run(model, datamodule=dm, verbose=False)[0]
+        except DataMismatchError as e:  # labels or input bins differ from the model's
+            raise UserError(str(e)) from None
     stage = _STAGE[split]
-    cm = model.last_confusion[stage]
+    results = model.clip_results[stage]
+    cm = results.confusion
     labels = dm.labels
     report = per_class_report(cm, labels)
     run_dir = Path(cfg.checkpoint).parent.parent
@@ -53,7 +53,7 @@ def evaluate(cfg) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     png = save_confusion_png(cm, labels, out / f"confusion_{split}.png",
                              title=f"{run_dir.name}: {split} (clip level)")
-    probs = model.last_clip_probs[stage]
+    probs = results.probs
     clips = dm.clips(split)
     pred = pd.DataFrame({"clip_id": clips["clip_id"], "genre": clips["genre"],
                          "predicted": [labels[i] for i in np.asarray(probs).argmax(1)]})
@@ -81,5 +81,10 @@ def main(cfg) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m experiments.evaluate`` with ``argv`` (default: the command line)."""
+    return main_guard(main, argv=argv, composer=checkpoint_composer(DEFAULTS))
+
+
 if __name__ == "__main__":
-    sys.exit(main_guard(main, composer=checkpoint_composer(DEFAULTS)))
+    sys.exit(cli())

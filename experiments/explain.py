@@ -108,17 +108,6 @@ def normalise_map(m: np.ndarray, signed: bool) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ per file
-@torch.no_grad()
-def _segment_probs(model, segs: dict, batch_size: int) -> torch.Tensor:
-    dev = next(model.parameters()).device
-    n = next(iter(segs.values())).shape[0]
-    out = []
-    for i in range(0, n, batch_size):
-        b = {k: v[i:i + batch_size].to(dev) for k, v in segs.items() if k in model.branch_names}
-        out.append(model(**b).float().softmax(dim=1).cpu())
-    return torch.cat(out)
-
-
 def explain_file(model, segmenter, path, out_dir: Path, axes, methods, batch_size: int = 16,
                  top_seconds: float | None = None, top_mass: float = 0.5,
                  png_stem: str | None = None) -> dict:
@@ -129,7 +118,7 @@ def explain_file(model, segmenter, path, out_dir: Path, axes, methods, batch_siz
 
     feats, decoded = segmenter.features(path)
     segs, starts = segmenter.segments(feats)
-    probs = _segment_probs(model, segs, batch_size).mean(0)
+    probs = model.segment_probs(segs, batch_size).mean(0)
     labels = list(model.hparams.labels)
     cls = int(probs.argmax())
     res = attribute(model, segs, target=cls, methods=methods, normalize=False,
@@ -222,5 +211,10 @@ def main(cfg) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m experiments.explain`` with ``argv`` (default: the command line)."""
+    return main_guard(main, argv=argv, composer=checkpoint_composer(DEFAULTS))
+
+
 if __name__ == "__main__":
-    sys.exit(main_guard(main, composer=checkpoint_composer(DEFAULTS)))
+    sys.exit(cli())

@@ -26,13 +26,7 @@ def predict_file(model, segmenter, path, batch_size: int = 64) -> dict:
     feats, decoded = segmenter.features(path)
     segs, _ = segmenter.segments(feats)
     n = next(iter(segs.values())).shape[0]
-    probs = []
-    dev = next(model.parameters()).device
-    for i in range(0, n, batch_size):
-        b = {k: v[i:i + batch_size].to(dev) for k, v in segs.items()}
-        logits = model(b.get("mel"), b.get("chroma"))
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
-    p = torch.cat(probs).mean(0)
+    p = model.segment_probs(segs, batch_size).mean(0)
     labels = list(model.hparams.labels)
     return {"file": str(path), "genre": labels[int(p.argmax())],
             "probabilities": {g: round(float(x), 5) for g, x in zip(labels, p)},
@@ -66,5 +60,10 @@ def main(cfg) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m experiments.predict`` with ``argv`` (default: the command line)."""
+    return main_guard(main, argv=argv, composer=checkpoint_composer(DEFAULTS))
+
+
 if __name__ == "__main__":
-    sys.exit(main_guard(main, composer=checkpoint_composer(DEFAULTS)))
+    sys.exit(cli())

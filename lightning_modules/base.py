@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -35,8 +36,33 @@ from lightning_modules.metrics import ClipVoting
 FEATURES = ("mel", "chroma")
 DEFAULT_INPUTS = {"mel": 128, "chroma": 12}
 SCHEDULERS = ("cosine", "none")
-# Split names a datamodule's num_clips() may use for the validation / test split.
-_SPLIT_NAMES = {"val": ("valid", "val", "validation"), "test": ("test",)}
+# The datamodule's split name behind each evaluation stage.
+_STAGE_SPLIT = {"val": "valid", "test": "test"}
+
+
+@dataclass
+class ClipResults:
+    """One evaluation epoch at clip level (numpy): ``confusion`` [C, C] (rows = true class),
+    ``probs`` [n_clips, C] mean segment probabilities (NaN rows for clips never seen),
+    ``labels`` [n_clips] (-1 for clips never seen), ``acc`` and ``f1_macro``."""
+
+    confusion: np.ndarray
+    probs: np.ndarray
+    labels: np.ndarray
+    acc: float
+    f1_macro: float
+
+
+class DataMismatchError(ValueError):
+    """The data's labels or input bins are not the ones the model was built for."""
+
+
+@runtime_checkable
+class DataFactsSource(Protocol):
+    """A datamodule that tells the model its labels, input bins, normalisation statistics
+    and clip counts (``datamodules.datamodule.GenreDataModule.data_facts``)."""
+
+    def data_facts(self): ...
 
 
 class GlobalAvgMaxPool(nn.Module):
@@ -94,8 +120,8 @@ class GenreClassifier(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
         scheduler: str = "cosine",
-        warmup_epochs: float = 0,
-        label_smoothing: float = 0.0,
+        warmup_epochs: float = 1,
+        label_smoothing: float = 0.1,
         mixup_alpha: float = 0.0,
         upsample: str = "nearest",
         extra: dict | None = None,
@@ -122,7 +148,8 @@ class GenreClassifier(pl.LightningModule):
         init_args.update(labels=labels, inputs=inputs)
         # "mode" is not an __init__ argument: load_model reads it to pick the class, and
         # load_from_checkpoint drops it (it filters hyperparameters by the signature).
-        self.save_hyperparameters({"mode": self.mode, **init_args})
+        # logger=False: loggers get the run config once, when the entry point builds them.
+        self.save_hyperparameters({"mode": self.mode, **init_args}, logger=False)
 
         self.labels = labels
         self.num_classes = len(labels)
@@ -147,11 +174,8 @@ class GenreClassifier(pl.LightningModule):
         self.test_voting = ClipVoting(self.num_classes)
         self.val_acc_clip_best = MaxMetric()
 
-        # Filled after each val/test epoch (numpy), for callbacks and evaluate scripts.
-        self.last_confusion: dict[str, np.ndarray] = {}
-        self.last_clip_probs: dict[str, np.ndarray] = {}
-        self.last_clip_labels: dict[str, np.ndarray] = {}
-        self.last_metrics: dict[str, dict[str, float]] = {}
+        # The latest val/test epoch at clip level, by stage: what reports and evaluate read.
+        self.clip_results: dict[str, ClipResults] = {}
 
     # ----------------------------------------------------------------- construction
     def _branch_kwargs(self, name: str) -> dict[str, Any]:
@@ -250,6 +274,21 @@ class GenreClassifier(pl.LightningModule):
         pooled = torch.cat([self.pool(feats[n]) for n in self.branch_names], dim=1)
         return self.head(pooled)
 
+    @torch.no_grad()
+    def segment_probs(self, inputs: Mapping[str, torch.Tensor],
+                      batch_size: int = 64) -> torch.Tensor:
+        """Class probabilities [N, C] (float32, on the CPU) of N segments given as
+        ``{name: [N, 1, F, T]}`` (extra names are ignored), computed in batches of
+        ``batch_size`` on the model's device. Train/eval mode is the caller's choice."""
+        dev = next(self.parameters()).device
+        n = next(iter(inputs.values())).shape[0]
+        out = []
+        for i in range(0, n, int(batch_size)):
+            b = {k: v[i:i + int(batch_size)].to(dev) for k, v in inputs.items()
+                 if k in self.branch_names}
+            out.append(self(**b).float().softmax(dim=1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.num_classes)
+
     def branch_last_conv(self, name: str) -> nn.Module:
         """The module whose output Grad-CAM reads for branch ``name``."""
         if name not in self.branches:
@@ -261,39 +300,34 @@ class GenreClassifier(pl.LightningModule):
                              f"Grad-CAM (branch {name!r})")
         return layer
 
-    def parameter_counts(self) -> dict[str, int]:
-        """Trainable parameters: ``total``, per branch, ``head``."""
-        def count(m):
-            return sum(p.numel() for p in m.parameters() if p.requires_grad)
-        out = {"total": count(self)}
-        out.update({f"branch_{n}": count(b) for n, b in self.branches.items()})
-        out["head"] = count(self.head)
-        return out
-
     # ------------------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
-        """Size the clip voters from ``trainer.datamodule.num_clips(split)`` when available
-        (sum states); otherwise they keep per-segment rows (concatenated across ranks)."""
+        """Take what the model needs from a datamodule's :class:`DataFactsSource`: check
+        labels and input bins, adopt the training split's normalisation statistics when
+        fitting (a checkpoint being resumed restores its own afterwards), and size the clip
+        voters from the clip counts (sum states, exact under DDP). Without such a datamodule
+        the voters keep per-segment rows (concatenated across ranks)."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        wanted = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
-        for split in wanted:
-            n = self._num_clips(dm, split)
-            if n is not None:
-                setattr(self, f"{split}_voting", ClipVoting(self.num_classes, num_clips=n))
-
-    @staticmethod
-    def _num_clips(dm, split: str) -> int | None:
-        fn = getattr(dm, "num_clips", None)
-        if fn is None:
-            return None
-        for name in _SPLIT_NAMES[split]:
-            try:
-                n = fn(name)
-            except (KeyError, ValueError):
-                continue
-            if n is not None:
-                return int(n)
-        return None
+        if not isinstance(dm, DataFactsSource):
+            return
+        facts = dm.data_facts()
+        if list(facts.labels) != list(self.labels):
+            raise DataMismatchError(
+                f"the data's labels {list(facts.labels)} differ from the model's "
+                f"{list(self.labels)}: use the dataset (and data.* settings) the model was "
+                f"trained with")
+        bins = {n: int(b) for n, b in facts.input_bins.items() if n in self.inputs}
+        if bins != {n: int(b) for n, b in self.inputs.items() if n in bins}:
+            raise DataMismatchError(
+                f"the data's frequency bins {bins} differ from the model's inputs "
+                f"{self.inputs}: use the features.* settings it was trained with")
+        if stage == "fit" and facts.norm_stats:
+            self.set_normalization({n: v for n, v in facts.norm_stats.items()
+                                    if n in self.inputs})
+        for stage_name, split in _STAGE_SPLIT.items():
+            if split in facts.num_clips:
+                setattr(self, f"{stage_name}_voting",
+                        ClipVoting(self.num_classes, num_clips=facts.num_clips[split]))
 
     # ------------------------------------------------------------------------- steps
     @staticmethod
@@ -347,10 +381,6 @@ class GenreClassifier(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         return self._eval_step("test", batch)
 
-    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        mel, chroma = self._inputs(batch)
-        return {"probs": self(mel, chroma).softmax(dim=1), "clip": batch.get("clip")}
-
     def _clip_epoch_end(self, stage: str) -> dict[str, torch.Tensor] | None:
         voting: ClipVoting = getattr(self, f"{stage}_voting")
         if not voting.update_called:
@@ -359,11 +389,9 @@ class GenreClassifier(pl.LightningModule):
         voting.reset()
         self.log(f"{stage}/acc_clip", res["acc"], prog_bar=stage == "val", sync_dist=True)
         self.log(f"{stage}/f1_macro", res["f1_macro"], sync_dist=True)
-        self.last_confusion[stage] = res["confusion"].cpu().numpy()
-        self.last_clip_probs[stage] = res["probs"].cpu().numpy()
-        self.last_clip_labels[stage] = res["labels"].cpu().numpy()
-        self.last_metrics[stage] = {"acc_clip": float(res["acc"]),
-                                    "f1_macro": float(res["f1_macro"])}
+        self.clip_results[stage] = ClipResults(
+            res["confusion"].cpu().numpy(), res["probs"].cpu().numpy(),
+            res["labels"].cpu().numpy(), float(res["acc"]), float(res["f1_macro"]))
         return res
 
     def on_train_start(self) -> None:

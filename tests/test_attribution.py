@@ -24,15 +24,12 @@ from torch.utils.data import DataLoader
 
 from datamodules.segments import collate_batched
 from lightning_modules import MODES, build_model
+from lightning_modules.ablations import clip_accuracy, deletion_auc, run_ablation, select_segments
 from lightning_modules.attribution import attribute
-from lightning_modules.callbacks.ablation import (
-    clip_accuracy,
+from lightning_modules.perturbations import (
     delete_cells,
-    deletion_auc,
     deletion_ranks,
     gaussian_smooth,
-    run_ablation,
-    select_segments,
     shuffle_patches,
     zero_input,
 )
@@ -49,7 +46,7 @@ EXTRA = {"features": {"hop_length": 512, "n_mels": MEL_BINS, "f_min": 0.0, "f_ma
 
 class CueSegments:
     """A ``SegmentDataset`` look-alike (``clip_pos``, ``starts``, ``rows``, ``labels`` per
-    clip, ``__getitems__``) of ``clips_per_class`` clips x ``segments`` segments."""
+    clip, ``batch``) of ``clips_per_class`` clips x ``segments`` segments."""
 
     def __init__(self, clips_per_class: int, segments: int, seed: int, cue: str = "mel"):
         g = torch.Generator().manual_seed(seed)
@@ -77,9 +74,12 @@ class CueSegments:
         return len(self.clip_pos)
 
     def __getitem__(self, i):
-        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+        return {k: v[0] for k, v in self.batch([i]).items()}
 
-    def __getitems__(self, idx):
+    def __getitems__(self, idx):  # DataLoader's batched fetch, as SegmentDataset
+        return self.batch(idx)
+
+    def batch(self, idx):
         idx = np.asarray(idx, dtype=np.int64)
         t = torch.from_numpy(idx)
         return {"mel": self.mel[t].clone(), "chroma": self.chroma[t].clone(),
@@ -105,7 +105,7 @@ def train_tiny(mode: str, cue: str, steps: int = 80, backbone: str = "serial_cnn
     g = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(steps):
-        b = train.__getitems__(torch.randint(0, len(train), (32,), generator=g).numpy())
+        b = train.batch(torch.randint(0, len(train), (32,), generator=g).numpy())
         loss = nn.functional.cross_entropy(model(b["mel"], b["chroma"]), b["label"])
         opt.zero_grad()
         loss.backward()
@@ -206,7 +206,7 @@ def test_gradcam_finds_the_cue_and_passes_the_randomisation_check(mel_only_cue):
     call "blob" by the *absence* of the other two shapes, and its blob maps look elsewhere.)
     """
     model, valid = mel_only_cue
-    b = valid.__getitems__(np.arange(len(valid)))
+    b = valid.batch(np.arange(len(valid)))
     trained = attribute(model, b, target=b["label"])
     again = attribute(model, b, target=b["label"])
     # The model learned the localised cue: the Grad-CAM peak falls on (or next to) it.
@@ -234,7 +234,7 @@ def test_gradcam_finds_the_cue_and_passes_the_randomisation_check(mel_only_cue):
 # --------------------------------------------------------------------- perturbations
 def test_zeroed_input_is_zero_after_normalisation(chroma_cue):
     model, valid = chroma_cue
-    b = valid.__getitems__(np.arange(4))
+    b = valid.batch(np.arange(4))
     for name in ("mel", "chroma"):
         z = zero_input(b[name], getattr(model, f"{name}_mean"))
         assert z.shape == b[name].shape
@@ -338,7 +338,7 @@ def test_ablation_on_a_localised_texture_cue(mel_cue):
         "acc_clip", "acc_mel_zeroed", "acc_chroma_zeroed", "acc_mel_smoothed",
         "acc_mel_shuffled", "deletion_auc_gradcam_mel", "deletion_auc_random_mel",
         "deletion_auc_gradcam_chroma", "deletion_auc_random_chroma")}
-    assert all(0.0 <= v <= 1.0 for v in r.values())
+    assert r["ablation/acc_clip"] == pytest.approx(res.rows[0]["acc_clip"], abs=1e-6)
     assert r["ablation/acc_clip"] >= 0.9
     assert r["ablation/acc_mel_zeroed"] <= 0.5
     assert r["ablation/acc_mel_smoothed"] <= 0.7
@@ -354,8 +354,8 @@ def test_ablation_on_a_localised_texture_cue(mel_cue):
 
 # ------------------------------------------------------------------------- callbacks
 class CueDataModule(pl.LightningDataModule):
-    """The parts of ``GenreDataModule`` the callbacks use: ``labels``, ``datasets``,
-    ``clips(split)``, ``loader(split)``, ``norm_stats``, ``num_clips``."""
+    """The parts of ``GenreDataModule`` the model and callbacks use: ``data_facts()``,
+    ``labels``, ``datasets``, ``clips(split)``."""
 
     def __init__(self, cue: str = "mel"):
         super().__init__()
@@ -370,8 +370,11 @@ class CueDataModule(pl.LightningDataModule):
                                          for i, y in enumerate(ds.labels)],
                              "genre": [LABELS[y] for y in ds.labels], "label": ds.labels})
 
-    def num_clips(self, split):
-        return len(self.datasets[split].labels)
+    def data_facts(self):
+        from datamodules.datamodule import DataFacts
+
+        return DataFacts(self.labels, {"mel": MEL_BINS, "chroma": 12}, self.norm_stats,
+                         {"valid": len(self.datasets["valid"].labels)})
 
     def loader(self, split, shuffle=False):
         return DataLoader(self.datasets[split], batch_size=16, shuffle=shuffle,
@@ -390,23 +393,31 @@ def _config(*overrides):
     return compose(["data=synth", "model=mid_two_way", "trainer=cpu", *overrides])
 
 
-def test_callbacks_from_config_follow_the_switches(tmp_path):
-    from lightning_modules.callbacks import (
-        AblationCallback,
-        GradCamCallback,
-        callbacks_from_config,
-    )
+def test_callbacks_are_built_from_the_config_and_follow_the_switches(tmp_path):
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-    cbs = callbacks_from_config(_config("callbacks.ablation.max_segments=7",
-                                        "callbacks.gradcam.methods=[gradcam]"), tmp_path)
-    assert [type(c) for c in cbs] == [GradCamCallback, AblationCallback]
-    assert cbs[0].methods == ("gradcam",) and cbs[0].out_dir == tmp_path / "figures" / "gradcam"
-    assert cbs[1].max_segments == 7 and cbs[1].patch == (16, 16)
-    assert cbs[1].csv_path == tmp_path / "ablation.csv"
-    off = _config("callbacks.gradcam.enabled=false", "callbacks.ablation.enabled=false")
-    assert callbacks_from_config(off, tmp_path) == []
+    from experiments.builders import build_callbacks
+    from lightning_modules.callbacks import AblationCallback, GradCamCallback
+
+    cbs = build_callbacks(_config("callbacks.ablation.max_segments=7",
+                                  "callbacks.gradcam.methods=[gradcam]",
+                                  "train.monitor=val/f1_macro"), tmp_path)
+    assert [type(c) for c in cbs] == [ModelCheckpoint, EarlyStopping, LearningRateMonitor,
+                                      GradCamCallback, AblationCallback]
+    ckpt, stop, _, gradcam, ablation = cbs
+    assert ckpt.dirpath == str(tmp_path / "checkpoints") and ckpt.monitor == "val/f1_macro"
+    assert ckpt.filename == "best-epoch{epoch:03d}-score{val/f1_macro:.4f}"
+    assert ckpt.mode == "max" and ckpt.save_last and stop.monitor == "val/f1_macro"
+    assert stop.patience == 8
+    assert gradcam.methods == ("gradcam",) and gradcam.out_dir == tmp_path / "figures" / "gradcam"
+    assert ablation.max_segments == 7 and ablation.patch == (16, 16)
+    assert ablation.csv_path == tmp_path / "ablation.csv" and ablation.batch_size == 64
+    off = _config("callbacks.gradcam.enabled=false", "callbacks.ablation.enabled=false",
+                  "callbacks.early_stopping.enabled=false")
+    assert [type(c) for c in build_callbacks(off, tmp_path)] == [ModelCheckpoint,
+                                                                 LearningRateMonitor]
     with pytest.raises(ValueError, match="choose from"):
-        callbacks_from_config(_config("callbacks.gradcam.methods=[occlusion]"), tmp_path)
+        build_callbacks(_config("callbacks.gradcam.methods=[occlusion]"), tmp_path)
 
 
 def test_callbacks_write_figures_csv_and_wandb_media_in_a_tiny_fit(tmp_path):
@@ -414,17 +425,16 @@ def test_callbacks_write_figures_csv_and_wandb_media_in_a_tiny_fit(tmp_path):
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import WandbLogger
 
-    from lightning_modules.callbacks import callbacks_from_config
+    from experiments.builders import build_callbacks
 
     pl.seed_everything(0, verbose=False)
     run_dir = tmp_path / "run"
     cfg = _config("callbacks.gradcam.every_n_epochs=1", "callbacks.ablation.max_segments=12",
                   "callbacks.ablation.patch=[8,8]",
                   "callbacks.ablation.deletion_fractions=[0.0,0.1,0.3]")
-    gradcam_cb, ablation_cb = callbacks_from_config(cfg, run_dir)
+    gradcam_cb, ablation_cb = build_callbacks(cfg, run_dir)[-2:]
     dm = CueDataModule()
-    model = tiny_model("mid_two_way")
-    model.set_normalization(dm.norm_stats)
+    model = tiny_model("mid_two_way")  # normalisation comes from dm.data_facts() in setup
     logger = WandbLogger(project="mlfi-test", save_dir=str(run_dir), offline=True, name="t")
     ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc_clip",
                            mode="max")
@@ -458,9 +468,12 @@ def test_callbacks_write_figures_csv_and_wandb_media_in_a_tiny_fit(tmp_path):
     assert all(r["weights"].startswith("best") for r in rows)
     assert int(rows[0]["segments"]) <= 12 and int(rows[0]["clips"]) == 4
     assert (run_dir / "figures" / "ablation.png").stat().st_size > 10_000
-    r = ablation_cb.results
-    assert len(r) == 9 and all(0.0 <= v <= 1.0 for v in r.values())
-    assert r["ablation/acc_clip"] == pytest.approx(float(rows[0]["acc_clip"]), abs=1e-6)
+    r = ablation_cb.summary
+    assert len(r) == 9
+    by_cond = {row["condition"]: float(row["acc_clip"]) for row in rows}
+    for cond in ("mel_zeroed", "chroma_zeroed", "mel_smoothed", "mel_shuffled"):
+        assert r[f"ablation/acc_{cond}"] == pytest.approx(by_cond[cond], abs=1e-6)
+    assert r["ablation/acc_clip"] == pytest.approx(by_cond["clean"], abs=1e-6)
 
     runs = glob.glob(str(run_dir / "wandb" / "offline-run-*"))
     assert len(runs) == 1

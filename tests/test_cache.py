@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from datamodules import cache as C
 from datamodules.audio import load_audio
 from datamodules.cache import (
     CacheError,
@@ -26,6 +25,7 @@ from datamodules.cache import (
 )
 from datamodules.features import FeatureExtractor, FeatureParams
 from datamodules.index import ClipIndex
+from datamodules.parallel_decode import _Throttle
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 22050
@@ -268,7 +268,7 @@ def test_lock_timeout_names_the_lock(tmp_path):
 SCRIPT = r"""
 import json, sys, time
 import pandas as pd
-from datamodules import cache as C
+from datamodules import cache as C, cache_build
 from datamodules.index import ClipIndex
 spec = json.load(open(sys.argv[1]))
 table = pd.read_csv(spec["table"], dtype=str, keep_default_na=False)
@@ -278,7 +278,7 @@ def hook(rows):  # after each batch is recorded: report, then slow down or stall
     print(f"rows {rows}", flush=True)
     stall = spec["stall_at"] is not None and rows >= spec["stall_at"]
     time.sleep(600 if stall else spec["sleep"])
-C._AFTER_BATCH = hook
+cache_build._AFTER_BATCH = hook
 print("start", flush=True)
 c = C.build_or_load(index, spec["features"], spec["audio"], spec["root"],
                     workers=spec["workers"], progress=False)
@@ -358,7 +358,7 @@ def test_two_processes_build_once(tmp_path):
 
 
 def test_throttle_bounds_work_in_flight():
-    it = C._Throttle(range(100), window=3)
+    it = _Throttle(range(100), window=3)
     taken = []
     gen = iter(it)
     for _ in range(3):

@@ -58,3 +58,50 @@ def test_group_file_global_section_reaches_other_sections():
     assert compose(["data=gtzan"]).features.n_mels == 128
     # Command-line overrides still win over a group's _global_ values.
     assert compose(["data=synth", "features.n_mels=96"]).features.n_mels == 96
+
+
+def _signature_defaults(fn) -> dict:
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+def test_code_defaults_agree_with_the_yaml():
+    """configs/default.yaml is the one source of defaults: where a class or function also
+    has a default for the same setting (for programmatic use), it is the same value."""
+    from omegaconf import OmegaConf
+
+    from datamodules.cache_key import AUDIO_DEFAULTS
+    from datamodules.features import FeatureParams
+    from experiments.builders import locate
+    from lightning_modules.backbones import BACKBONES
+    from lightning_modules.base import GenreClassifier
+
+    cfg = OmegaConf.to_container(compose(["data=gtzan"]), resolve=True)  # no _global_ part
+    checks = [(k, v, _signature_defaults(GenreClassifier.__init__)[k])
+              for k, v in cfg["model"].items() if k != "mode"]
+    checks.append(("backbone", cfg["choices"]["backbone"],
+                   _signature_defaults(GenreClassifier.__init__)["backbone"]))
+    for k, v in cfg["features"].items():
+        checks.append((f"features.{k}", v, getattr(FeatureParams(), k)))
+    checks += [(f"data.{k}", cfg["data"][k], v) for k, v in AUDIO_DEFAULTS.items()]
+    for name in ("serial_cnn", "parallel_cnn"):
+        for k, v in cfg["backbone"].items():
+            if k != "name":
+                checks.append((f"{name}.{k}", v, _signature_defaults(BACKBONES[name])[k]))
+    for section in ("callbacks", "logger"):
+        for name, entry in cfg[section].items():
+            defaults = _signature_defaults(locate(entry["_target_"]).__init__)
+            if entry["_target_"].startswith("lightning_modules."):
+                checks += [(f"{section}.{name}.{k}", v, defaults[k]) for k, v in entry.items()
+                           if k not in ("enabled", "_target_", "run_dir", "out_dir")]
+    wrong = [f"{k}: yaml {v!r}, code {d!r}" for k, v, d in checks if not _same(v, d)]
+    assert not wrong, "\n".join(wrong)
+    assert len(checks) >= 44

@@ -26,7 +26,8 @@ def config(root, *extra):
 
 def test_segments_cut_after_split_and_no_clip_in_two_splits(gtzan_root):
     dm = GenreDataModule(config(gtzan_root))
-    dm.setup_all()
+    dm.setup("fit")
+    dm.setup("test")
     ids = {s: set(dm.clips(s)["clip_id"]) for s in ("train", "valid", "test")}
     assert sum(map(len, ids.values())) == 50
     assert not (ids["train"] & ids["valid"]) and not (ids["train"] & ids["test"])
@@ -122,10 +123,10 @@ def test_random_crops_draw_new_windows_each_epoch_inside_the_content(gtzan_root)
     ds = dm.datasets["train"]
     assert len(ds) == 2 * dm.num_clips("train")
     torch.manual_seed(0)
-    a = ds.__getitems__(list(range(len(ds))))
-    b = ds.__getitems__(list(range(len(ds))))
+    a = ds.batch(list(range(len(ds))))
+    b = ds.batch(list(range(len(ds))))
     assert not torch.equal(a["mel"], b["mel"])          # new windows per fetch
     torch.manual_seed(0)
-    assert torch.equal(ds.__getitems__(list(range(len(ds))))["mel"], a["mel"])  # seeded
+    assert torch.equal(ds.batch(list(range(len(ds))))["mel"], a["mel"])  # seeded
     assert a["mel"].shape[-1] == ds.seg and (ds.max_start == ds.total - ds.seg).all()
     assert len(dm.datasets["valid"]) == 3 * dm.num_clips("valid")  # evaluation stays on the grid

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from experiments.explain import stitch, top_band_range, top_classes, top_window
 from lightning_modules import build_model
-from tests.conftest import last_json, run_cli, tone
+from tests.conftest import call_cli, last_json, tone
 
 LABELS = ["blues", "jazz", "rock"]
 
@@ -56,8 +56,8 @@ class _Random(torch.utils.data.Dataset):
 def _checkpoint(run_dir):
     """A tiny mid_two_way model with the ``extra`` train.py stores (features, audio,
     config), fitted two steps and saved like a run's checkpoint."""
+    from experiments.builders import model_kwargs
     from experiments.config import compose
-    from experiments.runs import model_kwargs
 
     cfg = compose(["data=gtzan", "model=mid_two_way", "backbone=serial_cnn", "trainer=cpu"])
     kwargs = model_kwargs(cfg, LABELS, {"mel": 128, "chroma": 12})
@@ -88,7 +88,7 @@ def test_explain_writes_overlays_top_spans_and_reports_a_bad_file(tmp_path):
     bad = tmp_path / "audio" / "notes.wav"
     bad.write_text("this is not audio\n")
 
-    res = run_cli("experiments.explain", f"checkpoint={ckpt}", f"files=['{good}','{bad}']")
+    res = call_cli("experiments.explain", f"checkpoint={ckpt}", f"files=['{good}','{bad}']")
     assert res.returncode == 0, res.stderr[-3000:]
     out = last_json(res.stdout)
     assert out["out"] == str(run_dir / "explain")  # default: <run_dir>/explain

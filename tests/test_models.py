@@ -369,8 +369,11 @@ class _TinyData(pl.LightningDataModule):
         self.train = _Segments(clips_per_class=4, segments=4, seed=0)
         self.valid = _Segments(clips_per_class=2, segments=3, seed=1)
 
-    def num_clips(self, split):
-        return {"train": 12, "valid": 6, "test": 6}[split]
+    def data_facts(self):
+        from datamodules.datamodule import DataFacts
+
+        bins = {"mel": self.train.mel.shape[2], "chroma": self.train.chroma.shape[2]}
+        return DataFacts(list(LABELS), bins, self.stats(), {"valid": 6, "test": 6})
 
     def train_dataloader(self):
         return DataLoader(self.train, batch_size=16, shuffle=True)
@@ -418,16 +421,17 @@ def test_tiny_fit_logs_metrics_and_checkpoint_round_trips(tmp_path):
         assert key in metrics and math.isfinite(float(metrics[key])), key
     # The datamodule's clip count sized the voter; every validation clip was voted.
     assert model.val_voting.num_clips == 6
-    assert model.last_clip_probs["val"].shape == (6, 3)
-    assert not np.isnan(model.last_clip_probs["val"]).any()
-    assert model.last_confusion["val"].sum() == 6
+    val = model.clip_results["val"]
+    assert val.probs.shape == (6, 3) and not np.isnan(val.probs).any()
+    assert val.confusion.sum() == 6
     assert float(metrics["val/acc_clip"]) == pytest.approx(
-        float((model.last_clip_probs["val"].argmax(1) == model.last_clip_labels["val"]).mean()))
+        float((val.probs.argmax(1) == val.labels).mean()))
+    assert val.acc == pytest.approx(float(metrics["val/acc_clip"]))
 
     trainer.test(model, datamodule=data, verbose=False)
     for key in ("test/loss", "test/acc_segment", "test/acc_clip", "test/f1_macro"):
         assert key in trainer.callback_metrics, key
-    assert model.last_confusion["test"].shape == (3, 3)
+    assert model.clip_results["test"].confusion.shape == (3, 3)
 
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -443,8 +447,6 @@ def test_tiny_fit_logs_metrics_and_checkpoint_round_trips(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(b["mel"], b["chroma"]), model(b["mel"], b["chroma"]),
                                    rtol=0, atol=0)
-    preds = trainer.predict(loaded, dataloaders=data.val_dataloader())
-    assert preds[0]["probs"].shape == (8, 3) and preds[0]["clip"].shape == (8,)
 
 
 @pytest.mark.parametrize("mode", ("mid_two_way", "chroma_only"))
@@ -457,3 +459,25 @@ def test_label_smoothing_mixup_and_warmup_run(mode):
     trainer.fit(model, datamodule=_TinyData())
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
     assert trainer.global_step == 2
+
+
+def test_warmup_then_cosine_learning_rates_at_given_steps():
+    # 48 training segments / batch 16 = 3 steps per epoch, 4 epochs = 12 steps; warm-up of
+    # one epoch = 3 steps: lr * (k + 1) / 3, then half a cosine from lr down over 9 steps.
+    seen = []
+
+    class _Lr(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    model = build_model("late_fusion", labels=LABELS, backbone="serial_cnn",
+                        backbone_kwargs={"channels": [4, 8], "dropout": 0.0}, lr=0.01,
+                        scheduler="cosine", warmup_epochs=1)
+    trainer = _trainer(max_epochs=4, limit_val_batches=0, num_sanity_val_steps=0,
+                       callbacks=[_Lr()])
+    trainer.fit(model, datamodule=_TinyData())
+    assert len(seen) == 12
+    expected = [0.01 / 3, 0.02 / 3, 0.01] + [
+        0.005 * (1 + math.cos(math.pi * k / 9)) for k in range(9)]
+    assert seen == pytest.approx(expected, rel=1e-9)
+    assert seen[7] == pytest.approx(0.005 * (1 + math.cos(math.pi * 4 / 9)))  # 0.00587

@@ -1,6 +1,6 @@
 import shutil
 
-from tests.conftest import last_json, make_gtzan, run_cli, write_clip
+from tests.conftest import call_cli, last_json, make_gtzan, run_cli, write_clip
 
 
 def test_prepare_reports_bad_files_and_exits_zero(tmp_path):
@@ -10,8 +10,8 @@ def test_prepare_reports_bad_files_and_exits_zero(tmp_path):
     t.write_bytes(t.read_bytes()[:3000])
     (top / "pop" / "x.wav").write_text("hello")
     shutil.copy(top / "blues" / "blues.00000.wav", top / "blues" / "._blues.00000.wav")
-    r = run_cli("experiments.prepare", "data=gtzan", f"data.root={tmp_path / 'g'}",
-                "data.split=random", "index_only=true")
+    r = call_cli("experiments.prepare", "data=gtzan", f"data.root={tmp_path / 'g'}",
+                 "data.split=random", "index_only=true")
     assert r.returncode == 0, r.stderr
     s = last_json(r.stdout)
     assert s["dataset"] == "gtzan" and s["clips"] == 20
@@ -21,7 +21,7 @@ def test_prepare_reports_bad_files_and_exits_zero(tmp_path):
 
 
 def test_prepare_missing_dataset_is_one_clear_line(tmp_path):
-    r = run_cli("experiments.prepare", "data=gtzan", f"data.root={tmp_path / 'nope'}")
+    r = call_cli("experiments.prepare", "data=gtzan", f"data.root={tmp_path / 'nope'}")
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "GTZAN not found" in lines[0] and "data.root" in lines[0]

@@ -1,3 +1,5 @@
+"""The sweep entry point with a stand-in trainer (tests/fake_trial.py): sweep files, trial
+commands, aggregation, resume, extra overrides, missing figures and the W&B backend."""
 import csv
 import json
 import os
@@ -5,36 +7,65 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import yaml
 
-from experiments.sweeps import args_no_hyphens, expand, load_sweep, trial_command
-from tests.conftest import REPO, last_json, run_cli
+from experiments.sweep import cli
+from experiments.sweep_files import (
+    DEFAULT_COMMAND,
+    SWEEP_DIR,
+    args_no_hyphens,
+    available,
+    expand,
+    load_sweep,
+    registered_spec,
+    trial_command,
+)
+from tests.conftest import REPO, last_json
+
+FAKE_COMMAND = ["${env}", "${interpreter}", "-m", "tests.fake_trial", "${args_no_hyphens}"]
 
 
 def write_sweep(path, parameters, method="grid", **kw):
     spec = {"name": path.stem, "method": method,
             "metric": {"name": "val/acc_clip", "goal": "maximize"},
-            "parameters": parameters,
-            "command": ["${env}", "${interpreter}", "-m", "tests.fake_trial", "${args_no_hyphens}"],
-            **kw}
+            "parameters": parameters, "command": FAKE_COMMAND, **kw}
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
-def sweep(path, *extra, env=None):
-    return run_cli("experiments.sweep", f"sweep={path}", "logger.wandb.enabled=false", *extra,
-                   env=env)
+@pytest.fixture
+def sweep(capsys, monkeypatch):
+    """``python -m experiments.sweep sweep=PATH logger.wandb.enabled=false WORDS...``, run
+    in this process; returns (returncode, stdout, stderr) like a finished process."""
+
+    def run(path, *words, env=None):
+        for k, v in (env or {}).items():
+            monkeypatch.setenv(k, v)
+        capsys.readouterr()
+        rc = cli([f"sweep={path}", "logger.wandb.enabled=false", *words])
+        out, err = capsys.readouterr()
+        return types.SimpleNamespace(returncode=rc, stdout=out, stderr=err)
+
+    return run
 
 
 def test_shipped_sweeps_are_valid_wandb_files():
-    for name in ("quickstart", "gtzan_modes", "gtzan_kfold", "fma_small_modes", "backbones"):
+    names = available()
+    assert len(names) == len(list(SWEEP_DIR.glob("*.yaml"))) >= 7
+    for name in names:
+        raw = yaml.safe_load((SWEEP_DIR / f"{name}.yaml").read_text())
+        assert "command" not in raw, f"{name}: the default command is filled in by the loader"
         spec = load_sweep(name)
-        assert spec["command"][2:4] == ["-m", "experiments.train"]
-        assert "${args_no_hyphens}" in spec["command"]
+        assert spec["command"] == list(DEFAULT_COMMAND) and spec["name"] == name
+        body = registered_spec(spec)
+        assert body["command"] == list(DEFAULT_COMMAND) and "description" not in body
+        assert {"method", "metric", "parameters", "name"} <= set(body)
         trials = expand(spec)
-        assert trials and all("seed" in t or "data.fold" in t for t in trials)
+        assert trials and all("seed" in t or "data.fold" in t for t in trials), name
+        assert all(t.get("train.resume") == "auto" for t in trials), name
     quick = expand(load_sweep("quickstart"))
     assert {t["model"] for t in quick} == {"late_fusion", "mid_into_mel", "mid_into_chroma",
                                            "mid_two_way", "mel_only", "chroma_only"}
@@ -42,14 +73,22 @@ def test_shipped_sweeps_are_valid_wandb_files():
     assert len(expand(load_sweep("gtzan_modes"))) == 6 * 3 * 5
 
 
-def test_command_is_what_an_agent_runs():
+def test_command_is_what_an_agent_runs(tmp_path):
     spec = load_sweep("quickstart")
-    cmd = trial_command(spec, {"model": "mid_two_way", "seed": 1, "model.tap": 2}, "/py")
+    params = {"model": "mid_two_way", "seed": 1, "model.tap": 2}
+    cmd = trial_command(spec, params, "/py")
     assert cmd == ["/py", "-m", "experiments.train", "model=mid_two_way", "seed=1", "model.tap=2"]
     assert args_no_hyphens({"data.ratios": [0.5, 0.5]}) == ["data.ratios=[0.5, 0.5]"]
+    # Extra words come last (they win), locally and in the spec registered with W&B.
+    words = ["train.test=false", "+trainer.limit_val_batches=2"]
+    assert trial_command(spec, params, "/py", words) == cmd + words
+    assert registered_spec(spec, words)["command"] == [*DEFAULT_COMMAND, *words]
+    # A file's own command wins over the default.
+    own = load_sweep(str(write_sweep(tmp_path / "own.yaml", {"seed": {"value": 0}})))
+    assert own["command"] == FAKE_COMMAND
 
 
-def test_random_needs_count_and_bayes_points_to_wandb(tmp_path):
+def test_random_needs_count_and_bayes_points_to_wandb(tmp_path, sweep):
     p = write_sweep(tmp_path / "r.yaml", {"model.lr": {"distribution": "log_uniform_values",
                                                        "min": 1e-4, "max": 1e-2}}, method="random")
     trials = expand(load_sweep(str(p)), count=5)
@@ -59,7 +98,7 @@ def test_random_needs_count_and_bayes_points_to_wandb(tmp_path):
     assert r.returncode == 2 and "backend=wandb" in r.stderr
 
 
-def test_local_sweep_aggregates_records_failures_and_resumes(tmp_path):
+def test_local_sweep_aggregates_records_failures_and_resumes(tmp_path, sweep):
     p = write_sweep(tmp_path / "toy.yaml", {
         "model": {"values": ["late_fusion", "mid_two_way", "broken"]},
         "seed": {"values": [0, 1]}})
@@ -70,6 +109,7 @@ def test_local_sweep_aggregates_records_failures_and_resumes(tmp_path):
     s = last_json(r.stdout)
     assert s["trials"] == 6 and s["ok"] == 4 and s["failed"] == 2
     assert s["chosen"] == {"model": "mid_two_way"}
+    assert s["chosen_test_acc_clip"] == pytest.approx(0.9)
     out = tmp_path / "out" / "sweeps" / "toy"
     rows = list(csv.DictReader(open(out / "results.csv")))
     two_way = next(r for r in rows if r["model"] == "mid_two_way")
@@ -83,17 +123,60 @@ def test_local_sweep_aggregates_records_failures_and_resumes(tmp_path):
     assert "mid_two_way" in r.stdout  # the table on the terminal
     first = [json.loads(x) for x in calls.read_text().splitlines()]
     assert len(first) == 6 and {c["group"] for c in first} == {"toy"}
-    # Again: finished trials are skipped, failed ones retried.
+    # Again: finished trials are skipped, failed ones kept with retry_failed=false.
     r2 = sweep(p, "retry_failed=false", env=env)
     s2 = last_json(r2.stdout)
     assert s2["skipped"] == 6 and s2["ran"] == 0
     assert len(calls.read_text().splitlines()) == 6
 
 
-def test_killed_sweep_resumes_and_lists_each_trial_once(tmp_path):
+def test_extra_words_reach_every_trial_and_missing_test_figures_show_as_dash(tmp_path, sweep):
+    p = write_sweep(tmp_path / "notest.yaml", {
+        "model": {"values": ["late_fusion", "mid_two_way"]}, "seed": {"values": [0, 1]}})
+    calls = tmp_path / "calls.jsonl"
+    env = {"FAKE_TRIAL_CALLS": str(calls), "MLFI_OUTPUT_DIR": str(tmp_path / "out")}
+    r = sweep(p, "train.test=false", "parallel=2", env=env)
+    assert r.returncode == 0, r.stderr
+    argvs = [json.loads(x)["argv"] for x in calls.read_text().splitlines()]
+    # The sweep's own words stay with the sweep; the others end every trial's command.
+    assert len(argvs) == 4 and all(a[-2:] == ["logger.wandb.enabled=false", "train.test=false"]
+                                   for a in argvs)
+    assert not any(w.startswith(("sweep=", "parallel=")) for a in argvs for w in a)
+    s = last_json(r.stdout)
+    assert s["ok"] == 4 and s["chosen"] == {"model": "mid_two_way"}
+    assert s["chosen_val_acc_clip"] == pytest.approx(0.91) and s["chosen_test_acc_clip"] is None
+    assert s["overrides"] == ["logger.wandb.enabled=false", "train.test=false"]
+    assert "test/acc_clip -" in r.stderr  # the progress lines
+    out = tmp_path / "out" / "sweeps" / "notest"
+    md = (out / "results.md").read_text()
+    two_way = next(ln for ln in md.splitlines() if ln.startswith("| mid_two_way"))
+    assert two_way == "| mid_two_way | 2 | 91.00 ± 1.41 | - | - | - | ★ |"
+    assert "train.test=false" in md
+    row = next(ln.split() for ln in r.stdout.splitlines() if ln.startswith("mid_two_way"))
+    assert row == ["mid_two_way", "2", "91.00", "±", "1.41", "-", "-", "*"]  # the terminal table
+    assert (out / "results.png").stat().st_size > 5000
+    # Other overrides make other trials; the same ones find them finished.
+    assert last_json(sweep(p, "train.test=false", env=env).stdout)["skipped"] == 4
+    assert last_json(sweep(p, env=env).stdout)["ran"] == 4
+    assert len(calls.read_text().splitlines()) == 8
+
+
+def test_no_setting_is_chosen_when_no_trial_reports_the_metric(tmp_path, sweep):
+    p = write_sweep(tmp_path / "m.yaml", {"model": {"values": ["late_fusion", "mid_two_way"]}},
+                    metric={"name": "test/acc_clip", "goal": "maximize"})
+    r = sweep(p, "train.test=false", env={"MLFI_OUTPUT_DIR": str(tmp_path / "out")})
+    assert r.returncode == 0, r.stderr
+    s = last_json(r.stdout)
+    assert s["ok"] == 2 and s["chosen"] is None and s["chosen_val_acc_clip"] is None
+    md = (tmp_path / "out" / "sweeps" / "m" / "results.md").read_text()
+    assert not [ln for ln in md.splitlines() if ln.endswith("★ |")]
+    assert "No setting chosen: no trial reported `test/acc_clip`" in md
+
+
+def test_killed_sweep_resumes_and_lists_each_trial_once(tmp_path, sweep):
     p = write_sweep(tmp_path / "slow.yaml", {
         "model": {"values": ["late_fusion", "mid_two_way"]}, "seed": {"values": [0, 1]},
-        "sleep": {"value": 1.5}})
+        "sleep": {"value": 1.0}})
     env = dict(os.environ, MLFI_OUTPUT_DIR=str(tmp_path / "out"), WANDB_MODE="offline")
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", f"sweep={p}",
                              "logger.wandb.enabled=false"], cwd=REPO, env=env,
@@ -113,10 +196,35 @@ def test_killed_sweep_resumes_and_lists_each_trial_once(tmp_path):
     assert len(trials) == 4 and len({t["key"] for t in trials}) == 4
 
 
-def test_wandb_backend_without_login_says_how(tmp_path):
-    r = run_cli("experiments.sweep", "sweep=gtzan_modes", "backend=wandb",
-                env={"HOME": str(tmp_path), "WANDB_API_KEY": "", "NETRC": str(tmp_path / "n"),
-                     "MLFI_OUTPUT_DIR": str(tmp_path / "out")})
-    assert r.returncode == 2
-    assert "wandb login" in r.stderr and "backend=local" in r.stderr
-    assert r.stdout == "" and not (tmp_path / "out").exists()
+def test_wandb_backend_without_login_says_how(tmp_path, capsys, monkeypatch):
+    for k, v in {"HOME": str(tmp_path), "WANDB_API_KEY": "", "NETRC": str(tmp_path / "n"),
+                 "MLFI_OUTPUT_DIR": str(tmp_path / "out")}.items():
+        monkeypatch.setenv(k, v)
+    assert cli(["sweep=gtzan_modes", "backend=wandb"]) == 2
+    out, err = capsys.readouterr()
+    assert "wandb login" in err and "backend=local" in err
+    assert out == "" and not (tmp_path / "out").exists()
+
+
+def test_wandb_backend_registers_a_complete_spec(tmp_path, capsys, monkeypatch):
+    registered = []
+    fake = types.SimpleNamespace(sweep=lambda body, project, entity: registered.append(
+        (body, project, entity)) or "abc123")
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_API_KEY", "test-key")
+    rc = cli(["sweep=quickstart", "backend=wandb", "agent=print", "count=1", "train.test=false",
+              "logger.wandb.entity=team"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    body, project, entity = registered[0]
+    assert (project, entity) == ("mlfi-genre", "team") and "description" not in body
+    assert body["command"] == [*DEFAULT_COMMAND, "train.test=false", "logger.wandb.entity=team"]
+    assert body["parameters"] == load_sweep("quickstart")["parameters"]
+    assert out.splitlines()[0] == "wandb agent --count 1 team/mlfi-genre/abc123"
+    assert last_json(out)["sweep_id"] == "abc123"
+    # An existing sweep's command is fixed: words for its trials are an error, not ignored.
+    rc = cli(["sweep=quickstart", "backend=wandb", "agent=print", "sweep_id=abc123",
+              "train.test=false", "logger.wandb.entity=team"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "train.test=false" in err and "entity=team" not in err
+    assert len(registered) == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datamodules import synth
+from datamodules import synth, synth_design
 from datamodules.synth import GENRES, MARKER, clip_spec, describe_classes, generate_synth
 
 SR = 22050
@@ -250,7 +250,7 @@ def test_within_class_variation():
     assert len({s["key"] for s in specs}) > 1
     assert len({round(s["tempo_bpm"]) for s in specs}) > 1
     assert len({round(s["gain_db"], 2) for s in specs}) > 1
-    lo, hi = synth.FAMILIES["dance"]["tempo"]
+    lo, hi = synth_design.FAMILIES["dance"]["tempo"]
     assert all(lo <= s["tempo_bpm"] <= hi for s in specs)
 
     # the audio follows the drawn key and chords: the measured mean chroma matches the pitch
@@ -265,7 +265,7 @@ def test_within_class_variation():
         c = _chroma(_power(y)).mean(1)
         expected = np.zeros(12)
         for t0, t1, root in spec["chords"]:
-            for iv in synth.MODES[spec["mode"]]:
+            for iv in synth_design.MODES[spec["mode"]]:
                 expected[(root + iv) % 12] += t1 - t0
         corr = [np.corrcoef(np.roll(expected, k), c)[0, 1] for k in range(12)]
         assert int(np.argmax(corr)) == 0 and corr[0] > 0.8, np.round(corr, 2)

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_modules.attribution import METHODS, attribute
-from lightning_modules.callbacks.ablation import split_dataset, wandb_loggers
+from lightning_modules.callbacks.common import split_dataset, wandb_loggers
 from lightning_modules.callbacks.plots import FeatureAxes, save_segment_figure
 
 
@@ -77,7 +77,7 @@ class GradCamCallback(pl.Callback):
                 starts.append(int(ds.starts[i]))
         if not seg_idx:
             raise RuntimeError(f"GradCamCallback: the {self.split} split has no segments")
-        batch = ds.__getitems__(np.asarray(seg_idx))
+        batch = ds.batch(np.asarray(seg_idx))
         names = [n for n in ("mel", "chroma") if n in batch]
         self._selection = _Selection({n: batch[n].clone() for n in names}, clip_ids, labels,
                                      starts)

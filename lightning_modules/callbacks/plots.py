@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+from datamodules.features import PITCH_CLASSES  # noqa: E402
+
 METHOD_TITLES = {"gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM"}
 BRANCH_TITLES = {"mel": "log-Mel spectrogram", "chroma": "chromagram"}
 _HZ_TICKS = (32, 64, 125, 250, 500, 1000, 2000, 4000, 8000, 16000)

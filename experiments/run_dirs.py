@@ -1,4 +1,4 @@
-"""Run directories, identities and the objects every training-like entry point builds."""
+"""Run identities and directories: which config keys define a run, its name, its folder."""
 from __future__ import annotations
 
 import hashlib
@@ -54,24 +54,3 @@ def _is_rank_nonzero() -> bool:
     """DDP children re-run the entry point: they must reuse rank 0's directory."""
     ranks = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
     return any(int(os.environ.get(v, "0")) > 0 for v in ranks)
-
-
-def model_kwargs(cfg, labels: list[str], input_bins: dict[str, int]) -> dict:
-    """Model constructor arguments from the config (everything a checkpoint must rebuild)."""
-    m = cfg.model
-    bb = {k: v for k, v in OmegaConf.to_container(cfg.backbone, resolve=True).items()
-          if k != "name"}
-    return dict(
-        labels=list(labels), backbone=str(cfg.backbone.name), backbone_kwargs=bb,
-        tap=int(m.tap), inputs=dict(input_bins), head_dropout=float(m.head_dropout),
-        lr=float(m.lr), weight_decay=float(m.weight_decay), scheduler=str(m.scheduler),
-        warmup_epochs=int(m.warmup_epochs), label_smoothing=float(m.label_smoothing),
-        mixup_alpha=float(m.mixup_alpha),
-        extra={
-            "dataset": str(cfg.data.name),
-            "features": OmegaConf.to_container(cfg.features, resolve=True),
-            "audio": {k: cfg.data[k] for k in ("sample_rate", "clip_seconds", "min_seconds",
-                                               "silence_db", "segment_seconds", "segment_overlap")},
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        },
-    )

@@ -1,4 +1,4 @@
-"""Dataset registry: ``data.name`` -> indexer returning a :class:`ClipIndex`."""
+"""Dataset-indexer registry: ``data.name`` -> indexer returning a :class:`ClipIndex`."""
 from __future__ import annotations
 
 from typing import Callable

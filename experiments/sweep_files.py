@@ -1,4 +1,9 @@
-"""W&B sweep files: reading them, expanding grid/random locally, keying trials."""
+"""W&B sweep files: reading them, expanding grid/random locally, trial keys and commands.
+
+A sweep file is W&B sweep YAML (``method``, ``metric``, ``parameters``). ``command:`` may be
+left out: :func:`load_sweep` fills in :data:`DEFAULT_COMMAND`, so the local backend and the
+spec registered with W&B run the same command. A file that gives its own ``command:`` keeps it.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -15,24 +20,46 @@ from datamodules.errors import UserError
 from experiments.config import CONFIG_DIR
 
 SWEEP_DIR = CONFIG_DIR / "sweeps"
-TRAIN_MODULE = "experiments.train"
+# Every trial trains one model: ``python -m experiments.train key=value ...``.
+DEFAULT_COMMAND = ("${env}", "${interpreter}", "-m", "experiments.train", "${args_no_hyphens}")
+# What a W&B agent runs for a sweep registered without a command.
+WANDB_DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
 
 
 def available() -> list[str]:
     return sorted(p.stem for p in SWEEP_DIR.glob("*.yaml"))
 
 
-def load_sweep(name: str) -> dict:
+def sweep_file(name: str) -> Path:
+    """``name`` of a file in ``configs/sweeps`` or a path to a ``.yaml``/``.yml`` file."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else SWEEP_DIR / f"{name}.yaml"
     if not path.is_file():
         raise UserError(f"unknown sweep {name!r}: choose one of {', '.join(available())} "
                         f"(files in {SWEEP_DIR}) or give a path to a sweep YAML")
+    return path
+
+
+def load_sweep(name: str) -> dict:
+    """The sweep spec, with ``name`` (default: the file stem) and ``command`` filled in."""
+    path = sweep_file(name)
     spec = yaml.safe_load(path.read_text())
-    for key in ("method", "metric", "parameters", "command"):
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: a W&B sweep file is a mapping with method, metric and "
+                        "parameters")
+    for key in ("method", "metric", "parameters"):
         if key not in spec:
             raise UserError(f"{path}: a W&B sweep file needs '{key}'")
     spec.setdefault("name", path.stem)
+    spec.setdefault("command", list(DEFAULT_COMMAND))
     return spec
+
+
+def registered_spec(spec: dict, overrides: list[str] = ()) -> dict:
+    """The complete spec for ``wandb.sweep``: the file's keys but ``description``, and the
+    command with ``overrides`` appended (an agent passes them on to every trial)."""
+    body = {k: v for k, v in spec.items() if k != "description"}
+    body["command"] = [*spec.get("command", DEFAULT_COMMAND), *overrides]
+    return body
 
 
 def _sample(p: dict, rng: random.Random):
@@ -87,7 +114,7 @@ def expand(spec: dict, count: int | None = None, seed: int = 0) -> list[dict]:
         raise UserError(f"sweep {spec['name']!r} uses method: bayes, which needs the W&B "
                         "server: run it with backend=wandb (or change the method to grid or "
                         "random for backend=local)")
-    raise UserError(f"unknown sweep method {method!r}")
+    raise UserError(f"unknown sweep method {method!r}: use grid, random or bayes")
 
 
 def args_no_hyphens(params: dict) -> list[str]:
@@ -102,10 +129,12 @@ def args_no_hyphens(params: dict) -> list[str]:
     return out
 
 
-def trial_command(spec: dict, params: dict, interpreter: str) -> list[str]:
-    """The command line a W&B agent would run for ``params`` (macros expanded)."""
+def trial_command(spec: dict, params: dict, interpreter: str,
+                  overrides: list[str] = ()) -> list[str]:
+    """The command line a W&B agent runs for ``params`` (macros expanded), then
+    ``overrides``: the same words :func:`registered_spec` appends for W&B."""
     cmd = []
-    for word in spec["command"]:
+    for word in spec.get("command", DEFAULT_COMMAND):
         if word == "${env}":
             continue
         if word == "${interpreter}":
@@ -120,11 +149,14 @@ def trial_command(spec: dict, params: dict, interpreter: str) -> list[str]:
             cmd.append(json.dumps(params))
         else:
             cmd.append(word)
-    return cmd
+    return cmd + list(overrides)
 
 
-def trial_key(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+def trial_key(params: dict, overrides: list[str] = ()) -> str:
+    """A trial's identity in the trial log: its parameters, and the extra words given to the
+    sweep when there are any (the same parameters with other overrides are another trial)."""
+    what = {"params": params, "overrides": list(overrides)} if overrides else params
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def setting_of(params: dict) -> dict:
