@@ -402,12 +402,13 @@ def test_callbacks_are_built_from_the_config_and_follow_the_switches(tmp_path):
     cbs = build_callbacks(_config("callbacks.ablation.max_segments=7",
                                   "callbacks.gradcam.methods=[gradcam]",
                                   "train.monitor=val/f1_macro"), tmp_path)
-    assert [type(c) for c in cbs] == [ModelCheckpoint, EarlyStopping, LearningRateMonitor,
-                                      GradCamCallback, AblationCallback]
-    ckpt, stop, _, gradcam, ablation = cbs
+    assert [type(c) for c in cbs] == [ModelCheckpoint, ModelCheckpoint, EarlyStopping,
+                                      LearningRateMonitor, GradCamCallback, AblationCallback]
+    ckpt, last, stop, _, gradcam, ablation = cbs
     assert ckpt.dirpath == str(tmp_path / "checkpoints") and ckpt.monitor == "val/f1_macro"
     assert ckpt.filename == "best-epoch{epoch:03d}-score{val/f1_macro:.4f}"
-    assert ckpt.mode == "max" and ckpt.save_last and stop.monitor == "val/f1_macro"
+    assert ckpt.mode == "max" and stop.monitor == "val/f1_macro"
+    assert last.monitor is None and last.filename == "last" and last.dirpath == ckpt.dirpath
     assert stop.patience == 8
     assert gradcam.methods == ("gradcam",) and gradcam.out_dir == tmp_path / "figures" / "gradcam"
     assert ablation.max_segments == 7 and ablation.patch == (16, 16)
@@ -415,6 +416,7 @@ def test_callbacks_are_built_from_the_config_and_follow_the_switches(tmp_path):
     off = _config("callbacks.gradcam.enabled=false", "callbacks.ablation.enabled=false",
                   "callbacks.early_stopping.enabled=false")
     assert [type(c) for c in build_callbacks(off, tmp_path)] == [ModelCheckpoint,
+                                                                 ModelCheckpoint,
                                                                  LearningRateMonitor]
     with pytest.raises(ValueError, match="choose from"):
         build_callbacks(_config("callbacks.gradcam.methods=[occlusion]"), tmp_path)
