@@ -9,7 +9,7 @@ TORCH_INDEX ?= $(shell cat $(VENV)/torch-index 2>/dev/null)
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-slow lint lock check-lock sweep prepare bench clean
+.PHONY: setup test test-slow lint lock check-lock sweep prepare bench clean mutate
 
 setup: $(STAMP)
 
@@ -63,3 +63,7 @@ prepare: setup
 
 clean:
 	rm -rf outputs cache .pytest_cache
+
+# Mutation testing of the protocol modules (tests/mutate.py): not part of `make test` or CI.
+mutate: setup
+	$(PY) -m tests.mutate $(ARGS)
