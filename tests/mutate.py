@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 # group -> (modules to mutate, tests that judge them)
 GROUPS = {
     "splits": (["datamodules/splits.py"],
-               ["tests/test_gtzan.py", "tests/test_fma.py"]),
+               ["tests/test_splits.py", "tests/test_gtzan.py", "tests/test_fma.py"]),
     "segments": (["datamodules/segments.py", "datamodules/datamodule.py"],
                  ["tests/test_datamodule.py",
                   "tests/test_protocol.py::test_spec_augment_changes_training_batches_only"]),
@@ -41,6 +41,8 @@ GROUPS = {
     "train_test": (["experiments/train.py"],
                    ["tests/test_protocol.py::"
                     "test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last",
+                    "tests/test_protocol.py::"
+                    "test_a_seed_fixes_the_figures_and_a_finished_run_is_not_trained_again",
                     "tests/test_entrypoints.py"]),
 }
 SKIP_LINES = [r"^\s*log(\.info|\.warning)?\(", r"^\s*raise ", r"^\s*f?\"", r"^\s*print\("]

@@ -8,7 +8,7 @@ from datamodules.datamodule import GenreDataModule, spec_augment
 from datamodules.errors import UserError
 from datamodules.segments import segment_starts
 from experiments.config import compose
-from tests.conftest import make_gtzan
+from tests.conftest import make_gtzan, write_clip
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +130,110 @@ def test_random_crops_draw_new_windows_each_epoch_inside_the_content(gtzan_root)
     assert torch.equal(ds.batch(list(range(len(ds))))["mel"], a["mel"])  # seeded
     assert a["mel"].shape[-1] == ds.seg and (ds.max_start == ds.total - ds.seg).all()
     assert len(dm.datasets["valid"]) == 3 * dm.num_clips("valid")  # evaluation stays on the grid
+
+
+def test_statistics_accumulate_over_every_chunk_of_training_clips(gtzan_root):
+    dm = GenreDataModule(config(gtzan_root))
+    dm.setup("fit")
+    whole = dm.norm_stats
+    chunked = dm._train_stats(chunk=3)  # 30 training clips in 10 chunks
+    for name in ("mel", "chroma"):
+        np.testing.assert_allclose(chunked[name][0], whole[name][0], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(chunked[name][1], whole[name][1], rtol=1e-5, atol=1e-4)
+        assert chunked[name][0].dtype == np.float32 and chunked[name][1].dtype == np.float32
+
+
+def test_data_facts_hand_the_model_labels_bins_statistics_and_clip_counts(gtzan_root):
+    from datamodules.gtzan import GENRES
+
+    dm = GenreDataModule(config(gtzan_root))
+    dm.setup("fit")
+    facts = dm.data_facts()
+    assert facts.labels == list(GENRES) and facts.input_bins == {"mel": 128, "chroma": 12}
+    assert facts.num_clips == {"valid": dm.num_clips("valid")} and dm.num_clips("valid") == 10
+    assert set(facts.norm_stats) == {"mel", "chroma"}
+    assert facts.norm_stats["mel"][0] is dm.norm_stats["mel"][0]
+    dm.setup("test")
+    assert dm.data_facts().num_clips == {"valid": 10, "test": 10}
+
+
+def test_windows_that_would_be_mostly_padding_are_not_cut(tmp_path):
+    # 6-s clips; a 4-s file is padded with 2 s: its third window (starting at 2.97 s)
+    # would be centred in the padding, so it gets two windows instead of three.
+    root = tmp_path / "g"
+    top = make_gtzan(root, per_genre=5, seconds=6.0)
+    short = {f"{g}.00000" for g in ("blues", "jazz", "rock")}
+    for cid in short:
+        make_gtzan_clip = top / cid.split(".")[0] / f"{cid}.wav"
+        write_clip(make_gtzan_clip, seconds=4.0)
+    dm = GenreDataModule(config(root, "data.ratios=[0.6,0.2,0.2]"))
+    dm.setup("fit")
+    dm.setup("test")
+    for split in ("train", "valid", "test"):
+        ds, table = dm.datasets[split], dm.clips(split)
+        per_clip = dict(zip(table["clip_id"], ds.segments_per_clip()))
+        assert all(n == (2 if cid in short else 3) for cid, n in per_clip.items()), per_clip
+
+
+def test_a_window_longer_than_the_clip_is_zero_padded():
+    from datamodules.segments import SegmentDataset
+
+    mel = np.arange(2 * 4 * 50, dtype=np.float32).reshape(2, 4, 50) + 1  # 2 clips, 50 frames
+    ds = SegmentDataset({"mel": mel}, rows=np.array([1, 0]), labels=np.array([3, 5]),
+                        seg_frames=64, hop_frames=32)
+    b = ds.batch([0, 1])
+    assert b["mel"].shape == (2, 1, 4, 64)
+    assert torch.equal(b["mel"][0, 0, :, :50], torch.from_numpy(mel[1]))
+    assert (b["mel"][:, :, :, 50:] == 0).all() and b["label"].tolist() == [3, 5]
+
+
+def test_random_crops_cover_every_start_inside_the_valid_frames():
+    from datamodules.segments import SegmentDataset
+
+    ramp = np.tile(np.arange(100, dtype=np.float32), (1, 2, 1))  # value = frame index
+    ds = SegmentDataset({"mel": ramp}, rows=np.array([0]), labels=np.array([0]), seg_frames=20,
+                        hop_frames=10, valid_frames=np.array([60]), random_crops=3000)
+    torch.manual_seed(0)
+    starts = ds.batch(np.arange(len(ds)))["mel"][:, 0, 0, 0].long()
+    assert int(starts.min()) == 0 and int(starts.max()) == 40  # valid 60 - 20 frames
+    assert len(torch.unique(starts)) == 41
+
+
+def _mask_runs(masked: torch.Tensor) -> list[int]:
+    """Lengths of the runs of True in a 1-D bool tensor."""
+    runs, n = [], 0
+    for v in masked.tolist() + [False]:
+        if v:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
+@pytest.mark.parametrize("masks", [1, 2])
+def test_spec_augment_mask_sizes_follow_the_config(masks):
+    # time_width 0.2 of 100 frames: each mask is floor(U * 20) frames (0..19, mean 9.5),
+    # one run per mask; frequency masks the same over the bands.
+    from omegaconf import OmegaConf
+
+    torch.manual_seed(0)
+    n, t = 4000, 100
+    b = {"mel": torch.randn(n, 1, 40, t) + 50, "chroma": torch.rand(n, 1, 12, t) + 5}
+    stats = {"mel": (np.zeros(40, np.float32), np.ones(40, np.float32)),
+             "chroma": (np.zeros(12, np.float32), np.ones(12, np.float32))}
+    sa = OmegaConf.create({"enabled": True, "freq_masks": 0, "freq_width": 0.2,
+                           "time_masks": masks, "time_width": 0.2})
+    frames = (spec_augment(b, stats, sa, ["mel", "chroma"])["mel"] == 0).all(dim=2)[:, 0]
+    per_example = frames.sum(1).float()
+    if masks == 1:
+        assert all(len(_mask_runs(row)) <= 1 for row in frames[:200])
+        assert per_example.max() <= 19 and abs(per_example.mean().item() - 9.5) < 0.3
+    else:  # the union of two masks: 2 x 9.5 minus their expected overlap (~1.2)
+        assert 17.0 < per_example.mean().item() < 18.6 and per_example.max() <= 38
+    sa = OmegaConf.create({"enabled": True, "freq_masks": masks, "freq_width": 0.2,
+                           "time_masks": 0, "time_width": 0.2})
+    out = spec_augment(b, stats, sa, ["mel", "chroma"])["mel"]
+    bands = (out == 0).all(dim=3)[:, 0].sum(1).float()  # 40 bands: floor(U * 8), mean 3.5
+    expected = 3.5 if masks == 1 else 6.5
+    assert abs(bands.mean().item() - expected) < 0.25 and bands.max() <= 7 * masks

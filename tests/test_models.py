@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_modules import (
     MODES,
     ClipVoting,
+    Join,
     MidIntoMel,
     build_backbone,
     build_model,
@@ -481,3 +482,64 @@ def test_warmup_then_cosine_learning_rates_at_given_steps():
         0.005 * (1 + math.cos(math.pi * k / 9)) for k in range(9)]
     assert seen == pytest.approx(expected, rel=1e-9)
     assert seen[7] == pytest.approx(0.005 * (1 + math.cos(math.pi * 4 / 9)))  # 0.00587
+
+
+def test_bilinear_join_interpolates_time_between_donor_frames():
+    donor = torch.tensor([[[[0.0, 4.0]]]])  # [1, 1, 1, 2]: one band, two frames
+    receiver = torch.zeros(1, 2, 1, 4)
+    nearest = join(receiver, donor)[0, 2, 0]
+    bilinear = Join("bilinear")(receiver, donor)[0, 2, 0]
+    assert nearest.tolist() == [0.0, 0.0, 4.0, 4.0]
+    # Half-pixel centres (align_corners=False): 0, 1, 3, 4.
+    assert bilinear.tolist() == [0.0, 1.0, 3.0, 4.0]
+    assert Join("bilinear").extra_repr() == "upsample='bilinear'"
+    # A donor as tall as the receiver is only resized along time.
+    assert torch.equal(join(torch.zeros(1, 1, 3, 4), torch.ones(1, 1, 3, 4))[0, 1],
+                       torch.ones(3, 4))
+
+
+def test_a_clip_with_one_segment_votes_with_that_segments_probabilities():
+    for num_clips in (2, None):
+        voting = ClipVoting(3, num_clips=num_clips)
+        voting.update(torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]]),
+                      torch.tensor([1, 0, 0]), torch.tensor([0, 1, 1]))
+        res = voting.compute()
+        torch.testing.assert_close(res["probs"], torch.tensor([[0.2, 0.5, 0.3],
+                                                               [0.35, 0.55, 0.1]]))
+        assert res["labels"].tolist() == [1, 0] and float(res["acc"]) == 0.5
+
+
+def test_clip_voting_with_nothing_voted_and_a_wrong_shape():
+    res = ClipVoting(4).compute()
+    assert torch.isnan(res["acc"]) and torch.isnan(res["f1_macro"])
+    assert res["confusion"].dtype == torch.long and res["confusion"].tolist() == [[0] * 4] * 4
+    assert res["probs"].shape == (0, 4) and res["labels"].shape == (0,)
+    with pytest.raises(ValueError, match=r"probs must be \[N, 3\], got \(2, 4\)"):
+        ClipVoting(3).update(torch.zeros(2, 4), torch.zeros(2), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"probs must be \[N, 3\], got \(2,\)"):
+        ClipVoting(3).update(torch.zeros(2), torch.zeros(2), torch.zeros(2))
+
+
+@pytest.mark.parametrize("dropout", (0.0, 0.2))
+def test_backbone_sizes_batch_norms_and_dropout(dropout):
+    # serial_cnn, channels [4, 8]: 3x3 convolutions without bias (1*4*9 + 4*8*9 = 324)
+    # and a BatchNorm per conv (2 * (4 + 8) = 24).
+    serial = build_backbone("serial_cnn", 1, channels=[4, 8], input_freq=16, dropout=dropout)
+    assert sum(p.numel() for p in serial.parameters()) == 348
+    # parallel_cnn: three paths (3x3, 1x7, 7x1) and a 1x1 merge per stage, each with BN.
+    parallel = build_backbone("parallel_cnn", 1, channels=[4, 8], input_freq=16,
+                              dropout=dropout)
+    assert sum(p.numel() for p in parallel.parameters()) == 416
+    for b, norms in ((serial, 2), (parallel, 8)):
+        assert sum(isinstance(m, nn.BatchNorm2d) for m in b.modules()) == norms
+        assert not any(m.bias is not None for m in b.modules() if isinstance(m, nn.Conv2d))
+        drops = [m.p for m in b.modules() if isinstance(m, nn.Dropout)]
+        assert drops == ([dropout] * 2 if dropout else [])
+
+
+def test_pooling_never_exceeds_a_short_input():
+    # A 2-frame, 2-band input through 4 stages: time pools shrink to what is left (2 -> 1)
+    # and never fail; bands below min_freq (3) are not pooled at all.
+    b = build_backbone("serial_cnn", 1, channels=[4, 4, 4, 4], input_freq=2)
+    assert b(torch.randn(1, 1, 2, 2)).shape == (1, 4, 2, 1)
+    assert b(torch.randn(1, 1, 2, 5)).shape == (1, 4, 2, 1)

@@ -135,3 +135,20 @@ def test_gradcam_reads_the_last_convolutional_map_of_every_backbone(backbone, ex
         assert seen["cam_layer"][1] == branch.out_channels[-1], (name, seen)
         assert seen["cam_layer"][2:] == seen["last_stage_in"][2:], (name, seen)
         assert seen["cam_layer"][2:] != x[name].shape[2:]  # not the first stage's map
+
+
+def test_a_seed_fixes_the_figures_and_a_finished_run_is_not_trained_again(gtzan_root,
+                                                                           tmp_path):
+    env = {"MLFI_OUTPUT_DIR": str(tmp_path)}
+    args = [*TINY, f"data.root={gtzan_root}", "model=late_fusion", "trainer.max_epochs=1"]
+    first = call_cli("experiments.train", *args, "seed=1", "train.resume=auto", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    a = last_json(first.stdout)
+    again = call_cli("experiments.train", *args, "seed=1", "train.resume=auto", env=env)
+    assert "run already complete" in again.stderr and last_json(again.stdout) == a
+    b = last_json(call_cli("experiments.train", *args, "seed=1", env=env).stdout)
+    assert b["run_dir"] == a["run_dir"] + "-2"  # a new directory, not the finished one
+    c = last_json(call_cli("experiments.train", *args, "seed=2", env=env).stdout)
+    for k in ("test/loss", "test/acc_segment", "val/acc_clip"):
+        assert b[k] == a[k], k  # the same seed: the same numbers
+    assert c["test/loss"] != a["test/loss"]
