@@ -137,8 +137,8 @@ def test_gradcam_reads_the_last_convolutional_map_of_every_backbone(backbone, ex
         assert seen["cam_layer"][2:] != x[name].shape[2:]  # not the first stage's map
 
 
-def test_a_seed_fixes_the_figures_and_a_finished_run_is_not_trained_again(gtzan_root,
-                                                                           tmp_path):
+def test_a_seed_fixes_the_figures_and_a_finished_run_is_not_trained_again(
+        gtzan_root, tmp_path):
     env = {"MLFI_OUTPUT_DIR": str(tmp_path)}
     args = [*TINY, f"data.root={gtzan_root}", "model=late_fusion", "trainer.max_epochs=1"]
     first = call_cli("experiments.train", *args, "seed=1", "train.resume=auto", env=env)
