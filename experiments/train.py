@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
+from datamodules.publish import atomic_write_text
 from experiments.builders import build_model, build_trainer
 from experiments.config import main_guard, print_summary
 from experiments.run_dirs import config_hash, run_dir_for
@@ -84,19 +84,13 @@ def train(cfg) -> dict:
             summary.update(cb.summary)
     if trainer.is_global_zero:
         write_reports(model, dm, run_dir)
-        write_json_atomic(summary_path, summary)  # resume=auto reads it as "complete"
+        # resume=auto reads summary.json as "complete": it is absent or whole, never half.
+        atomic_write_text(summary_path, json.dumps(summary, indent=2))
     for lg in trainer.loggers:
         if lg.__class__.__name__ == "WandbLogger":
             lg.experiment.summary.update({k: v for k, v in summary.items() if v is not None})
             lg.experiment.finish()
     return summary
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``path`` so that it is either absent or complete (temporary file + rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def write_reports(model, dm, run_dir: Path) -> None:

@@ -66,6 +66,13 @@ def write_clip(path: Path, seconds: float = 3.5, sr: int = 22050, freq: float = 
     return path
 
 
+# A tiny training run on a 6-s GTZAN-layout fixture (make_gtzan(..., seconds=6.0)): CPU,
+# no worker processes, small channels. Tests add the dataset root and what they check.
+TINY_GTZAN_RUN = ["data=gtzan", "data.split=random", "data.clip_seconds=6.0",
+                  "data.min_seconds=1.0", "data.batch_size=16", "data.num_workers=0",
+                  "cache.workers=0", "backbone.channels=[4,8,8,8]"]
+
+
 def make_gtzan(root: Path, layout: str = "archive", per_genre: int = 3, ext: str = ".wav",
                genres=GENRES, seconds: float = 3.5) -> Path:
     """A tiny GTZAN in one of the real layouts. Returns the genre-folder parent."""

@@ -67,10 +67,10 @@ def test_the_evaluation_trainer_follows_cfg_trainer_on_one_device_and_scores_eve
 
 
 def test_summary_json_is_replaced_atomically(tmp_path):
-    from experiments.train import write_json_atomic
+    from datamodules.publish import atomic_write_text
 
     path = tmp_path / "summary.json"
     path.write_text('{"old": tru')  # a half-written file from an earlier crash
-    write_json_atomic(path, {"test/acc_clip": 0.75})
+    atomic_write_text(path, json.dumps({"test/acc_clip": 0.75}))  # what train.py uses
     assert json.loads(path.read_text()) == {"test/acc_clip": 0.75}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary left

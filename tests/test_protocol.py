@@ -14,12 +14,10 @@ from experiments.builders import build_model
 from experiments.config import compose
 from lightning_modules import BACKBONES, backbone_input_kind
 from lightning_modules import build_model as build_mode
-from tests.conftest import call_cli, last_json, make_gtzan
+from tests.conftest import TINY_GTZAN_RUN, call_cli, last_json, make_gtzan
 
-TINY = ["data=gtzan", "data.split=random", "data.clip_seconds=6.0", "data.min_seconds=1.0",
-        "data.batch_size=16", "data.num_workers=0", "cache.workers=0",
-        "backbone.channels=[4,8,8,8]", "callbacks.gradcam.enabled=false",
-        "callbacks.ablation.enabled=false", "logger.wandb.enabled=false"]
+TINY = [*TINY_GTZAN_RUN, "callbacks.gradcam.enabled=false", "callbacks.ablation.enabled=false",
+        "logger.wandb.enabled=false"]
 
 
 @pytest.fixture(scope="module")

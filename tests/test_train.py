@@ -11,11 +11,17 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from tests.conftest import REPO, call_cli, last_json, make_gtzan, run_cli, tone
+from tests.conftest import (
+    REPO,
+    TINY_GTZAN_RUN,
+    call_cli,
+    last_json,
+    make_gtzan,
+    run_cli,
+    tone,
+)
 
-TINY = ["data=gtzan", "data.split=random", "data.clip_seconds=6.0", "data.min_seconds=1.0",
-        "data.batch_size=16", "data.num_workers=0", "cache.workers=0",
-        "backbone.channels=[4,8,8,8]", "callbacks.ablation.max_segments=24",
+TINY = [*TINY_GTZAN_RUN, "callbacks.ablation.max_segments=24",
         "callbacks.ablation.deletion_fractions=[0.0,0.2,0.5]", "trainer.max_epochs=2"]
 
 
