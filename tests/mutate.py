@@ -43,6 +43,7 @@ GROUPS = {
                     "test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last",
                     "tests/test_protocol.py::"
                     "test_a_seed_fixes_the_figures_and_a_finished_run_is_not_trained_again",
+                    "tests/test_protocol.py::test_the_seed_sets_the_initial_weights",
                     "tests/test_entrypoints.py"]),
 }
 SKIP_LINES = [r"^\s*log(\.info|\.warning)?\(", r"^\s*raise ", r"^\s*f?\"", r"^\s*print\("]

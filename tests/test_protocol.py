@@ -150,3 +150,31 @@ def test_a_seed_fixes_the_figures_and_a_finished_run_is_not_trained_again(
     for k in ("test/loss", "test/acc_segment", "val/acc_clip"):
         assert b[k] == a[k], k  # the same seed: the same numbers
     assert c["test/loss"] != a["test/loss"]
+
+
+class InitProbe(pl.Callback):
+    """Writes the sum of the model's weights when fitting starts (the initialisation)."""
+
+    def __init__(self, out: str):
+        self.out = Path(out)
+
+    def on_fit_start(self, trainer, pl_module):
+        with torch.no_grad():
+            total = sum(float(p.double().sum()) for p in pl_module.parameters())
+        self.out.write_text(repr(total))
+
+
+def test_the_seed_sets_the_initial_weights(gtzan_root, tmp_path):
+    # Seeds are repetitions: each must start from its own initialisation, and the same seed
+    # from the same one. The probe is a callback given as config data (_target_).
+    def init(seed: int, name: str) -> str:
+        out = tmp_path / f"{name}.txt"
+        r = call_cli("experiments.train", *TINY, f"data.root={gtzan_root}", "model=mel_only",
+                     "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
+                     "train.test=false", f"seed={seed}",
+                     "+callbacks.probe._target_=tests.test_protocol.InitProbe",
+                     f"+callbacks.probe.out={out}", env={"MLFI_OUTPUT_DIR": str(tmp_path)})
+        assert r.returncode == 0, r.stderr[-2000:]
+        return out.read_text()
+
+    assert init(1, "a") == init(1, "b") != init(2, "c")
