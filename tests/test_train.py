@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
 
 from tests.conftest import (
     REPO,
@@ -133,10 +134,14 @@ def test_killed_run_resumes_from_last_checkpoint(trained):
     proc.wait()
     run = last.parent.parent
     assert not (run / "summary.json").exists(), "the run finished before it could be killed"
+    done = torch.load(last, weights_only=False)["epoch"]  # the last epoch it finished
     r = call_cli("experiments.train", *args, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     s = last_json(r.stdout)
-    assert "resuming from" in r.stderr and s["run_dir"] == str(run)
+    assert f"resuming from {last}" in r.stderr and s["run_dir"] == str(run)
+    # It continued from that checkpoint instead of training again from the start.
+    assert f"Restored all states from the checkpoint at {last}" in r.stderr
+    assert done < 5
     assert s["epochs"] == 6
     metrics = pd.read_csv(run / "metrics.csv")
     assert metrics.dropna(subset=["val/acc_clip"])["epoch"].max() == 5
