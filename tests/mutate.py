@@ -57,7 +57,8 @@ def setup_cfg(modules: list[str], tests: list[str]) -> str:
                                                     "experiments/"])
             + block("only_mutate", modules) + block("also_copy", ["configs/", "benchmarks/"])
             + block("pytest_add_cli_args_test_selection", tests)
-            + block("pytest_add_cli_args", ["-p", "no:cacheprovider", "-q"])
+            # in-process: mutmut forks per mutant, so no xdist workers (setup.cfg's -n 2)
+            + block("pytest_add_cli_args", ["-p", "no:cacheprovider", "-q", "-n", "0"])
             + block("do_not_mutate_patterns", SKIP_LINES))
 
 
