@@ -47,7 +47,8 @@ CSV_COLUMNS = ("condition", "branch", "method", "fraction", "acc_clip", "acc_seg
 def clip_accuracy(probs: torch.Tensor, labels: torch.Tensor, clips: torch.Tensor) -> float:
     """Accuracy over clips of the mean segment probability ([N, C], [N], [N]), with the
     same voting as training (:class:`~lightning_modules.metrics.ClipVoting`)."""
-    voting = ClipVoting(probs.shape[1])
+    # Local to this process: the ablations run on rank 0 only, so no sync across ranks.
+    voting = ClipVoting(probs.shape[1], sync_on_compute=False)
     voting.update(probs, labels, clips)
     return float(voting.compute()["acc"])
 
