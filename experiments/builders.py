@@ -77,9 +77,8 @@ def build_loggers(cfg, run_dir: Path, run_id: str) -> list:
         target = str(node.get("_target_", ""))
         runtime: dict[str, Any] = {}
         if target.endswith("WandbLogger"):
-            node = node.copy()
-            with _unlocked(node):
-                mode = node.pop("mode", None)
+            node = OmegaConf.to_container(node, resolve=True)
+            mode = node.pop("mode", None)
             if mode:
                 os.environ.setdefault("WANDB_MODE", str(mode))
             os.environ.setdefault("WANDB_SILENT", "true")
@@ -87,17 +86,6 @@ def build_loggers(cfg, run_dir: Path, run_id: str) -> list:
                        "config": OmegaConf.to_container(cfg, resolve=True)}
         out.append(instantiate(node, run_dir, where=f"logger.{name}", **runtime))
     return out
-
-
-class _unlocked:
-    def __init__(self, node):
-        self.node = node
-
-    def __enter__(self):
-        OmegaConf.set_struct(self.node, False)
-
-    def __exit__(self, *exc):
-        OmegaConf.set_struct(self.node, True)
 
 
 def build_trainer(cfg, run_dir: Path, run_id: str, loggers=None, callbacks=None) -> pl.Trainer:
