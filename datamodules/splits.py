@@ -92,3 +92,39 @@ def assign_kfold(table: pd.DataFrame, folds: int = 10, fold: int = 0, seed: int 
     split[f == fold] = "test"
     split[f == (fold + 1) % folds] = "valid"
     return split
+
+
+# Split protocols that keep every artist within one split (GTZAN's fault-filtered lists are
+# artist-conscious; FMA's official split is artist-filtered). The others let artists cross.
+ARTIST_FILTERED = {("gtzan", "fault_filtered"), ("fma_small", "official")}
+
+
+def protocol(index, data_cfg) -> dict:
+    """What a score computed on ``index``'s split means: dataset, split protocol, clips per
+    split, the fold of k-fold, and whether artists are kept within one split (``None`` for
+    the synthetic set, which has no artists)."""
+    split = str(data_cfg.split)
+    counts = index.per_split()
+    out = {"dataset": index.dataset, "split": split,
+           "clips": {s: int(counts.get(s, 0)) for s in SPLITS},
+           "artist_filtered": None if index.dataset == "synth"
+           else (index.dataset, split) in ARTIST_FILTERED}
+    if split == "kfold":
+        out.update(fold=int(data_cfg.fold), folds=int(data_cfg.folds))
+    return out
+
+
+def protocol_label(p: dict, fold: bool = True) -> str:
+    """One line naming a protocol (:func:`protocol`); ``fold=False`` leaves the fold out
+    (a figure averaged over every fold)."""
+    split = p["split"]
+    if split == "kfold":
+        split = (f"{p['folds']}-fold CV (fold {p['fold']})" if fold
+                 else f"{p['folds']}-fold CV")
+    else:
+        split += " split"
+    artists = {True: "artist-filtered", False: "not artist-filtered",
+               None: "synthetic, no artists"}[p.get("artist_filtered")]
+    c = p["clips"]
+    return (f"{p['dataset']} {split}, {artists}, "
+            f"{c['train']}/{c['valid']}/{c['test']} train/valid/test clips")

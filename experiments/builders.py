@@ -114,11 +114,49 @@ def build_eval_trainer(cfg) -> pl.Trainer:
     return pl.Trainer(**kwargs)
 
 
+# Backbone config keys read here, not passed to the backbone builder.
+_WIDTH_KEYS = ("name", "width", "match_params")
+
+
+def backbone_kwargs(cfg, mode: str, labels: list[str], input_bins: dict[str, int]) -> dict:
+    """The backbone builder's options with ``channels`` scaled by ``backbone.width``, or by
+    the width that matches ``backbone.match_params``'s parameter count (same tap, backbone
+    and data; within 5 %) when that names a mode."""
+    from lightning_modules import build_model
+    from lightning_modules.capacity import count_params, match_width, scale_channels
+
+    bb = OmegaConf.to_container(cfg.backbone, resolve=True)
+    kw = {k: v for k, v in bb.items() if k not in _WIDTH_KEYS}
+    width = float(bb.get("width") or 1.0)
+    base = list(kw["channels"])
+    kw["channels"] = scale_channels(base, width)
+    reference = bb.get("match_params")
+    if not reference or str(reference) == mode:
+        return kw
+    common = dict(labels=list(labels), backbone=str(cfg.backbone.name),
+                  tap=int(cfg.model.tap), inputs=dict(input_bins))
+    counts: dict[tuple, int] = {}
+
+    def params_at(w: float) -> int:
+        ch = tuple(scale_channels(base, w))
+        if ch not in counts:
+            counts[ch] = count_params(build_model(mode, **common,
+                                                  backbone_kwargs={**kw, "channels": list(ch)}))
+        return counts[ch]
+
+    try:
+        target = count_params(build_model(str(reference), **common, backbone_kwargs=kw))
+        w, _ = match_width(params_at, target)
+    except ValueError as e:
+        raise UserError(f"backbone.match_params={reference}: cannot match {mode} to it "
+                        f"({e}); choose another backbone.channels or leave it null") from None
+    return {**kw, "channels": scale_channels(base, w)}
+
+
 def model_kwargs(cfg, labels: list[str], input_bins: dict[str, int]) -> dict:
     """Model constructor arguments from the config (everything a checkpoint must rebuild)."""
     m = cfg.model
-    bb = {k: v for k, v in OmegaConf.to_container(cfg.backbone, resolve=True).items()
-          if k != "name"}
+    bb = backbone_kwargs(cfg, str(m.mode), labels, input_bins)
     return dict(
         labels=list(labels), backbone=str(cfg.backbone.name), backbone_kwargs=bb,
         tap=int(m.tap), inputs=dict(input_bins), head_dropout=float(m.head_dropout),

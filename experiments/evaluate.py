@@ -14,14 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from datamodules.errors import UserError
 from experiments.builders import build_eval_trainer
 from experiments.checkpoints import checkpoint_composer, load_checkpoint_model
 from experiments.config import log, main_guard, print_summary
-from experiments.reports import per_class_report, save_confusion_png
+from experiments.reports import per_class_report, save_confusion_png, write_predictions
 
 DEFAULTS = {"split": "test", "out": None}
 _STAGE = {"test": "test", "valid": "val"}
@@ -53,13 +50,8 @@ def evaluate(cfg) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     png = save_confusion_png(cm, labels, out / f"confusion_{split}.png",
                              title=f"{run_dir.name}: {split} (clip level)")
-    probs = results.probs
     clips = dm.clips(split)
-    pred = pd.DataFrame({"clip_id": clips["clip_id"], "genre": clips["genre"],
-                         "predicted": [labels[i] for i in np.asarray(probs).argmax(1)]})
-    for j, g in enumerate(labels):
-        pred[f"p_{g}"] = np.round(np.asarray(probs)[:, j], 5)
-    pred.to_csv(out / f"predictions_{split}.csv", index=False)
+    write_predictions(out / f"predictions_{split}.csv", clips, results.probs, labels)
     metrics = {k.replace(f"{stage}/", f"{split}/"): float(v) for k, v in res.items()}
     summary = {**metrics, "split": split, "clips": int(len(clips)),
                "per_class": report, "confusion_png": str(png),

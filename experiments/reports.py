@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 
 def save_confusion_png(cm: np.ndarray, labels: list[str], path: Path, title: str = "") -> Path:
@@ -50,3 +51,19 @@ def per_class_report(cm: np.ndarray, labels: list[str]) -> list[dict]:
         out.append({"genre": name, "precision": round(prec, 4), "recall": round(rec, 4),
                     "f1": round(f1, 4), "support": int(cm[i].sum())})
     return out
+
+
+def write_predictions(path: Path, clips: pd.DataFrame, probs: np.ndarray,
+                      labels: list[str]) -> Path:
+    """Per-clip predictions: ``clip_id``, true ``genre``, ``predicted``, ``correct`` and the
+    mean segment probability ``p_<genre>`` of every class (what paired tests read)."""
+    probs = np.asarray(probs)
+    pred = pd.DataFrame({"clip_id": clips["clip_id"].to_numpy(),
+                         "genre": clips["genre"].to_numpy(),
+                         "predicted": [labels[i] for i in probs.argmax(1)]})
+    pred["correct"] = (pred["predicted"] == pred["genre"]).astype(int)
+    for j, g in enumerate(labels):
+        pred[f"p_{g}"] = np.round(probs[:, j], 5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pred.to_csv(path, index=False)
+    return path

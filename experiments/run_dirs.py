@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 
 # Keys that do not change what a run computes (where it writes, how it logs, how fast).
@@ -13,8 +14,37 @@ _IDENTITY_EXCLUDE = ("paths", "logger", "train.resume", "train.run_name", "data.
                      "cache", "features.device", "features.batch_size", "choices", "sweep")
 
 
+# Modes whose branches join at ``model.tap`` (see lightning_modules/modes.py).
+MID_MODES = ("mid_into_mel", "mid_into_chroma", "mid_two_way")
+
+
+def ignored_keys(mode: str, match_params=None) -> tuple[str, ...]:
+    """Config keys that do not change what a run of ``mode`` computes: ``model.tap`` for a
+    mode without a middle-level join, unless ``backbone.match_params`` sizes it after a mode
+    at that tap."""
+    if str(mode) in MID_MODES or match_params:
+        return ()
+    return ("model.tap",)
+
+
+def mode_of_choice(choice) -> str:
+    """The ``model.mode`` a ``model=<choice>`` group file sets (``None``: the default
+    group)."""
+    from experiments.config import CONFIG_DIR
+
+    if choice is None:
+        choice = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())["defaults"]["model"]
+    path = CONFIG_DIR / "model" / f"{choice}.yaml"
+    if not path.is_file():
+        return str(choice)
+    return str((yaml.safe_load(path.read_text()) or {}).get("mode", choice))
+
+
 def identity(cfg) -> dict:
     d = OmegaConf.to_container(cfg, resolve=True)
+    for key in ignored_keys(cfg.model.mode, cfg.backbone.get("match_params")):
+        node, leaf = key.split(".")
+        d[node].pop(leaf, None)
     for key in _IDENTITY_EXCLUDE:
         node, *rest = key.split(".")
         if rest and isinstance(d.get(node), dict):

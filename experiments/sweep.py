@@ -6,7 +6,11 @@
 Sweep words: ``sweep`` (a file in ``configs/sweeps`` or a path to one), ``backend``,
 ``count`` (the first N grid trials; random: N samples), ``parallel``, ``retry_failed``,
 ``trial`` (run only trial i: cluster array jobs), ``seed`` (the sampling seed of
-``method: random``), and for ``backend=wandb`` ``agent=run|print`` and ``sweep_id``.
+``method: random``), ``dry_run=true`` (list the trials, run nothing), and for
+``backend=wandb`` ``agent=run|print`` and ``sweep_id``.
+
+Trials that differ only in parameters their mode ignores (``model.tap`` for late fusion and
+the single-input modes) are one trial: the sweep runs it once and says what it collapsed.
 
 Every other ``key=value`` word is a config override appended to every trial's command, after
 the sweep's parameters (so it wins over them): ``train.test=false``, ``data.root=/x``,
@@ -33,12 +37,13 @@ from pathlib import Path
 from datamodules.errors import UserError
 from experiments.config import main_guard, print_summary
 from experiments.sweep_files import load_sweep
-from experiments.sweep_local import run_local
+from experiments.sweep_local import dry_run, run_local
 from experiments.sweep_results import report
 from experiments.sweep_wandb import run_wandb
 
 DEFAULTS = {"sweep": "quickstart", "backend": "local", "count": None, "parallel": 1,
-            "retry_failed": True, "agent": "run", "sweep_id": None, "trial": None}
+            "retry_failed": True, "agent": "run", "sweep_id": None, "trial": None,
+            "dry_run": False}
 # Words the sweep itself reads; every other word is passed on to the trials.
 SWEEP_WORDS = frozenset(DEFAULTS) | {"seed"}
 
@@ -56,6 +61,9 @@ def trial_overrides(argv: list[str]) -> list[str]:
 def main(cfg, overrides: list[str] = ()) -> int:
     t0 = time.time()
     spec = load_sweep(str(cfg.sweep))
+    if cfg.dry_run:
+        print_summary(dry_run(cfg, spec, overrides))
+        return 0
     if cfg.backend == "wandb":
         print_summary(run_wandb(cfg, spec, overrides))
         return 0

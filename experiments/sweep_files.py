@@ -117,6 +117,18 @@ def expand(spec: dict, count: int | None = None, seed: int = 0) -> list[dict]:
     raise UserError(f"unknown sweep method {method!r}: use grid, random or bayes")
 
 
+def plan(spec: dict, count: int | None = None, seed: int = 0, overrides: list[str] = ()
+         ) -> tuple[list[dict], list[dict]]:
+    """The trials a sweep runs: :func:`expand`, repeats of one effective config collapsed
+    (:func:`distinct_trials`), then the first ``count`` (grid). Returns ``(trials,
+    collapsed)``."""
+    expanded = expand(spec, count=count if spec["method"] != "grid" else None, seed=seed)
+    trials, collapsed = distinct_trials(expanded, list(overrides))
+    if count and spec["method"] == "grid":
+        trials = trials[:int(count)]
+    return trials, collapsed
+
+
 def args_no_hyphens(params: dict) -> list[str]:
     """What W&B's ``${args_no_hyphens}`` expands to: ``key=value`` per parameter."""
     out = []
@@ -159,9 +171,65 @@ def trial_key(params: dict, overrides: list[str] = ()) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
+# Parameters that index a repetition of the same setting (the protocol unit): results are
+# averaged over them, and paired comparisons match repetitions on them.
+REPETITION_KEYS = ("seed", "data.fold")
+
+
 def setting_of(params: dict) -> dict:
-    """All parameters but the seed: trials with the same setting are averaged."""
-    return {k: v for k, v in params.items() if k != "seed"}
+    """All parameters but the repetition keys: trials with the same setting are averaged."""
+    return {k: v for k, v in params.items() if k not in REPETITION_KEYS}
+
+
+def repetition_of(params: dict) -> dict:
+    """The repetition keys of a trial (``{"seed": 1, "data.fold": 3}``); absent ones are
+    left out."""
+    return {k: params[k] for k in REPETITION_KEYS if k in params}
+
+
+def _word_value(params: dict, overrides: list[str], keys: tuple[str, ...]):
+    """The value a trial's command gives the first of ``keys`` set: the overrides come last
+    on the command line, so they win over the parameters."""
+    found = None
+    for k in keys:
+        if k in params:
+            found = params[k]
+            break
+    for word in overrides:
+        k, _, v = word.lstrip("-+").partition("=")
+        if k in keys:
+            found = yaml.safe_load(v) if v else None
+    return found
+
+
+def ignored_params(params: dict, overrides: list[str] = ()) -> list[str]:
+    """The parameters of a trial that do not change what it computes (the same rule as the
+    run identity, :func:`experiments.run_dirs.ignored_keys`): ``model.tap`` for a mode
+    without a middle-level join."""
+    from experiments.run_dirs import ignored_keys, mode_of_choice
+
+    mode = _word_value(params, overrides, ("model.mode",))
+    if mode is None:
+        mode = mode_of_choice(_word_value(params, overrides, ("model",)))
+    match = _word_value(params, overrides, ("backbone.match_params",))
+    return [k for k in ignored_keys(str(mode), match) if k in params]
+
+
+def distinct_trials(trials: list[dict], overrides: list[str] = ()
+                    ) -> tuple[list[dict], list[dict]]:
+    """(trials without the parameters they ignore, first occurrence of each kept; the
+    repeats left out, each ``{"params", "same_as", "ignored"}``)."""
+    kept: dict[str, dict] = {}
+    collapsed = []
+    for params in trials:
+        ignored = ignored_params(params, overrides)
+        eff = {k: v for k, v in params.items() if k not in ignored}
+        key = json.dumps(eff, sort_keys=True, default=str)
+        if key in kept:
+            collapsed.append({"params": params, "same_as": kept[key], "ignored": ignored})
+        else:
+            kept[key] = eff
+    return list(kept.values()), collapsed
 
 
 def describe(params: dict) -> str:

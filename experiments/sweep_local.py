@@ -21,7 +21,7 @@ from pathlib import Path
 
 from datamodules.errors import UserError
 from experiments.config import REPO_ROOT, log
-from experiments.sweep_files import describe, expand, trial_command, trial_key
+from experiments.sweep_files import describe, plan, trial_command, trial_key
 
 
 class TrialLog:
@@ -117,7 +117,7 @@ def run_trial(spec, params, out: Path, env: dict, children: set,
 def run_local(cfg, spec: dict, out: Path, overrides: list[str] = ()) -> dict:
     """Run the trials not yet finished; returns the records of the selected trials (all,
     or ``cfg.trial`` alone) and the counts ``ran``, ``skipped``, ``planned``."""
-    trials = expand(spec, count=cfg.count, seed=int(cfg.seed))
+    trials, collapsed = plan(spec, cfg.count, int(cfg.seed), overrides)
     state = TrialLog(out / "trials.jsonl")
     todo, skipped = [], 0
     selected = trials
@@ -133,7 +133,8 @@ def run_local(cfg, spec: dict, out: Path, overrides: list[str] = ()) -> dict:
         else:
             todo.append(params)
     extra = f" (each with {' '.join(overrides)})" if overrides else ""
-    log(f"sweep {spec['name']}: {len(trials)} trials, {skipped} already finished, "
+    same = f" ({len(collapsed)} repeats of the same config collapsed)" if collapsed else ""
+    log(f"sweep {spec['name']}: {len(trials)} trials{same}, {skipped} already finished, "
         f"{len(todo)} to run{extra} -> {out}")
     parallel = max(1, int(cfg.parallel))
     env = trial_env(cfg, spec, parallel)
@@ -175,4 +176,23 @@ def run_local(cfg, spec: dict, out: Path, overrides: list[str] = ()) -> dict:
         signal.signal(signal.SIGUSR1, old_usr1)
     keys = [trial_key(p, overrides) for p in selected]
     return {"records": [state.records[k] for k in keys if k in state.records],
-            "ran": len(todo), "skipped": skipped, "planned": len(trials)}
+            "ran": len(todo), "skipped": skipped, "planned": len(trials),
+            "collapsed": len(collapsed)}
+
+
+def dry_run(cfg, spec: dict, overrides: list[str] = ()) -> dict:
+    """Print the trials the sweep would run (and the repeats it collapses); run nothing."""
+    trials, collapsed = plan(spec, cfg.count, int(cfg.seed), overrides)
+    extra = f" {' '.join(overrides)}" if overrides else ""
+    print(f"sweep {spec['name']}: {len(trials)} distinct trials"
+          + (f" ({len(collapsed)} repeats collapsed)" if collapsed else ""), flush=True)
+    for i, params in enumerate(trials):
+        print(f"  [{i:3d}] {describe(params)}{extra}", flush=True)
+    if collapsed:
+        print("collapsed (the mode ignores the parameter; the same run as the trial shown):",
+              flush=True)
+        for c in collapsed:
+            print(f"  {describe(c['params'])}  -> {describe(c['same_as'])}  "
+                  f"(ignores {', '.join(c['ignored'])})", flush=True)
+    return {"sweep": spec["name"], "dry_run": True, "trials": len(trials),
+            "collapsed": len(collapsed), "expanded": len(trials) + len(collapsed)}

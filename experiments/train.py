@@ -3,8 +3,9 @@
     python -m experiments.train data=synth model=mid_two_way trainer=cpu [seed=1] [key=value ...]
 
 The run directory (``paths.output_dir/runs/<name>``) holds ``config.yaml``, ``metrics.csv``,
-``checkpoints/`` (best by ``val/acc_clip`` and ``last.ckpt``), ``figures/`` and
-``summary.json``. ``train.resume=auto`` (or ``resume=auto``) continues a killed run from its
+``checkpoints/`` (best by ``val/acc_clip`` and ``last.ckpt``), ``figures/``,
+``predictions_test.csv`` (per-clip test predictions) and ``summary.json`` (scores, protocol,
+parameters and MFLOPs per segment). ``train.resume=auto`` (or ``resume=auto``) continues a killed run from its
 last checkpoint. The last stdout line is the JSON summary.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ def train(cfg) -> dict:
     """Fit, test the best checkpoint once, write the run directory; returns the summary."""
     from datamodules.datamodule import GenreDataModule
     from datamodules.errors import UserError
+    from datamodules.splits import protocol, protocol_label
     from lightning_modules.callbacks import SummaryCallback
 
     t0 = time.perf_counter()
@@ -68,6 +70,7 @@ def train(cfg) -> dict:
         if cfg.train.test:
             res = trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)
             test = {k: float(v) for k, v in (res[0] if res else {}).items()}
+    proto = protocol(dm.index, cfg.data)
     summary = {
         "val/acc_clip": None if best_score is None else float(best_score),
         **{k: test.get(k) for k in SUMMARY_KEYS[1:]},
@@ -78,12 +81,20 @@ def train(cfg) -> dict:
         "epochs": int(trainer.current_epoch),
         "mode": str(cfg.model.mode), "backbone": str(cfg.backbone.name),
         "tap": int(cfg.model.tap), "seed": int(cfg.seed), "dataset": str(cfg.data.name),
+        "channels": list(model.hparams.backbone_kwargs.get("channels", [])),
+        **model_capacity(cfg, model),
+        "protocol": proto, "protocol_label": protocol_label(proto),
     }
+    if summary["test/acc_clip"] is not None:
+        log.info(f"test clip accuracy {summary['test/acc_clip']:.4f} "
+                 f"({summary['protocol_label']}; best checkpoint chosen on validation)")
     for cb in trainer.callbacks:  # e.g. ablation accuracies and deletion AUCs
         if isinstance(cb, SummaryCallback):
             summary.update(cb.summary)
     if trainer.is_global_zero:
-        write_reports(model, dm, run_dir)
+        preds = write_reports(model, dm, run_dir)
+        if preds is not None:
+            summary["predictions_csv"] = str(preds)
         # resume=auto reads summary.json as "complete": it is absent or whole, never half.
         atomic_write_text(summary_path, json.dumps(summary, indent=2))
     for lg in trainer.loggers:
@@ -93,14 +104,29 @@ def train(cfg) -> dict:
     return summary
 
 
-def write_reports(model, dm, run_dir: Path) -> None:
-    """Confusion matrix PNG of the test split (from the test epoch)."""
-    from experiments.reports import save_confusion_png
+def model_capacity(cfg, model) -> dict:
+    """``params`` and ``mflops`` (forward FLOPs of one segment, millions) of ``model``."""
+    from datamodules.segments import segment_geometry
+    from lightning_modules.capacity import capacity
+
+    frames, _ = segment_geometry(cfg.data.segment_seconds, cfg.data.segment_overlap,
+                                 cfg.data.sample_rate, cfg.features.hop_length)
+    return dict(capacity(model, frames))
+
+
+def write_reports(model, dm, run_dir: Path) -> Path | None:
+    """Confusion matrix PNG of the test split (from the test epoch) and its per-clip
+    predictions (``predictions_test.csv``: what paired tests between runs read); returns
+    the predictions' path, or ``None`` without a test epoch."""
+    from experiments.reports import save_confusion_png, write_predictions
 
     res = model.clip_results.get("test")
-    if res is not None:
-        save_confusion_png(res.confusion, dm.labels, run_dir / "figures" / "confusion_test.png",
-                           title=f"{run_dir.name}: test (clip level)")
+    if res is None:
+        return None
+    save_confusion_png(res.confusion, dm.labels, run_dir / "figures" / "confusion_test.png",
+                       title=f"{run_dir.name}: test (clip level)")
+    return write_predictions(run_dir / "predictions_test.csv", dm.clips("test"), res.probs,
+                             dm.labels)
 
 
 def main(cfg) -> int:

@@ -92,9 +92,12 @@ def test_code_defaults_agree_with_the_yaml():
     for k, v in cfg["features"].items():
         checks.append((f"features.{k}", v, getattr(FeatureParams(), k)))
     checks += [(f"data.{k}", cfg["data"][k], v) for k, v in AUDIO_DEFAULTS.items()]
+    # width/match_params are read by experiments.builders.backbone_kwargs, not the builders
+    checks += [("backbone.width", cfg["backbone"]["width"], 1.0),
+               ("backbone.match_params", cfg["backbone"]["match_params"], None)]
     for name in ("serial_cnn", "parallel_cnn"):
         for k, v in cfg["backbone"].items():
-            if k != "name":
+            if k not in ("name", "width", "match_params"):
                 checks.append((f"{name}.{k}", v, _signature_defaults(BACKBONES[name])[k]))
     for section in ("callbacks", "logger"):
         for name, entry in cfg[section].items():
