@@ -6,7 +6,8 @@
 Sweep words: ``sweep`` (a file in ``configs/sweeps`` or a path to one), ``backend``,
 ``count`` (the first N grid trials; random: N samples), ``parallel``, ``retry_failed``,
 ``trial`` (run only trial i: cluster array jobs), ``seed`` (the sampling seed of
-``method: random``), ``dry_run=true`` (list the trials, run nothing), and for
+``method: random``), ``dry_run=true`` (list the trials, run nothing), ``paired_test``
+(``ttest`` or ``wilcoxon``: how settings are compared over matched repetitions), and for
 ``backend=wandb`` ``agent=run|print`` and ``sweep_id``.
 
 Trials that differ only in parameters their mode ignores (``model.tap`` for late fusion and
@@ -26,7 +27,9 @@ failed trial is recorded with its error and the sweep goes on. ``backend=wandb``
 the sweep with W&B and runs an agent (``agent=run``, ``count``) or prints the agent command
 for cluster array jobs (``agent=print``). Results: ``results.md``, ``results.csv``,
 ``trials.csv`` and ``results.png`` in the sweep directory, a table on stdout, and a JSON
-summary as the last stdout line.
+summary as the last stdout line. Each setting is aggregated over its repetitions (seeds and
+folds), sized (parameters, MFLOPs per segment) and compared with late fusion and with the
+chosen setting by a paired test (``experiments/sweep_results.py``).
 """
 from __future__ import annotations
 
@@ -39,11 +42,12 @@ from experiments.config import main_guard, print_summary
 from experiments.sweep_files import load_sweep
 from experiments.sweep_local import dry_run, run_local
 from experiments.sweep_results import report
+from experiments.sweep_stats import TESTS
 from experiments.sweep_wandb import run_wandb
 
 DEFAULTS = {"sweep": "quickstart", "backend": "local", "count": None, "parallel": 1,
             "retry_failed": True, "agent": "run", "sweep_id": None, "trial": None,
-            "dry_run": False}
+            "dry_run": False, "paired_test": "ttest"}
 # Words the sweep itself reads; every other word is passed on to the trials.
 SWEEP_WORDS = frozenset(DEFAULTS) | {"seed"}
 
@@ -61,6 +65,8 @@ def trial_overrides(argv: list[str]) -> list[str]:
 def main(cfg, overrides: list[str] = ()) -> int:
     t0 = time.time()
     spec = load_sweep(str(cfg.sweep))
+    if str(cfg.paired_test) not in TESTS:
+        raise UserError(f"paired_test={cfg.paired_test}: choose one of {', '.join(TESTS)}")
     if cfg.dry_run:
         print_summary(dry_run(cfg, spec, overrides))
         return 0

@@ -1,4 +1,12 @@
-"""Sweep results: mean +- std per setting, the setting chosen on validation, and the reports.
+"""Sweep results: one row per setting aggregated over its repetitions, the setting chosen on
+validation, paired comparisons, capacity, and the reports.
+
+A setting is every sweep parameter except those that index a repetition (``seed``,
+``data.fold``): its row is the mean ± sample std over every repetition (seeds, folds or
+both: "5 folds x 2 seeds"). The chosen setting has the best *mean* validation score. Each
+setting is compared with the chosen one and with ``late_fusion`` (the thesis's baseline; the
+late-fusion setting that shares most of its parameters) on test clip accuracy over matched
+repetitions (:mod:`experiments.sweep_stats`).
 
 Written to the sweep directory: ``trials.csv`` (one row per finished trial), ``results.csv``
 and ``results.md`` (one row per setting), ``results.png`` (bars with error bars); a table on
@@ -16,11 +24,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.sweep_files import describe, setting_of
+from experiments.sweep_files import describe, repetition_of, setting_of
+from experiments.sweep_stats import compare
 
 METRICS = ("val/acc_clip", "test/acc_clip", "test/acc_segment", "test/f1_macro")
 # Extra numeric summary keys aggregated when runs report them (interpretability sweeps).
 EXTRA_PREFIXES = ("ablation/",)
+# The metric paired comparisons are made on, and the baseline every setting is compared with.
+COMPARED = "test/acc_clip"
+BASELINE = "late_fusion"
+REFERENCES = ("chosen", BASELINE)
+_REP_NAMES = {"seed": ("seed", "seeds"), "data.fold": ("fold", "folds")}
 
 
 def _missing(v) -> bool:
@@ -28,7 +42,7 @@ def _missing(v) -> bool:
 
 
 def fmt(mean, std, n) -> str:
-    """A fraction as "mean ± std" in percent (mean alone for one seed), "-" when missing."""
+    """A fraction as "mean ± std" in percent (mean alone for one run), "-" when missing."""
     if _missing(mean):
         return "-"
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
@@ -38,19 +52,49 @@ def _rounded(v):
     return None if _missing(v) else round(float(v), 4)
 
 
-def aggregate(records: list[dict], spec: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-trial table, per-setting table with mean/std/n and the chosen setting)."""
+def repetitions_kind(reps: list[dict]) -> str:
+    """What a setting's runs repeat over: "5 folds x 2 seeds", "3 seeds", "1 run"; with the
+    run count first when the grid is incomplete ("7 runs: 5 folds x 2 seeds")."""
+    parts, full = [], 1
+    for key in ("data.fold", "seed"):
+        distinct = {json.dumps(r.get(key)) for r in reps if key in r}
+        if len(distinct) > 1:
+            one, many = _REP_NAMES[key]
+            parts.append(f"{len(distinct)} {many if len(distinct) > 1 else one}")
+            full *= len(distinct)
+    kind = " x ".join(parts) if parts else ("1 run" if len(reps) == 1 else f"{len(reps)} runs")
+    if parts and full != len(reps):
+        kind = f"{len(reps)} runs: {kind}"
+    return kind
+
+
+def _mode_of(record: dict) -> str | None:
+    """The interaction mode a trial ran: from its summary, else from its parameters."""
+    s, p = record.get("summary") or {}, record["params"]
+    return s.get("mode") or p.get("model.mode") or p.get("model")
+
+
+def aggregate(records: list[dict], spec: dict, test: str = "ttest"
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-trial table, per-setting table: mean/std over repetitions, their count and kind,
+    params/MFLOPs, the chosen setting, and the paired comparisons)."""
     rows = []
     extra = sorted({k for r in records if r["status"] == "ok" for k, v in r["summary"].items()
                     if k.startswith(EXTRA_PREFIXES) and isinstance(v, (int, float))})
     for r in records:
         if r["status"] != "ok":
             continue
+        s = r["summary"]
         row = {**{f"param:{k}": v for k, v in r["params"].items()}, "key": r["key"],
                "setting": json.dumps(setting_of(r["params"]), sort_keys=True),
-               "seconds": r["seconds"], "run_dir": r["summary"].get("run_dir")}
+               "rep": json.dumps(repetition_of(r["params"]), sort_keys=True),
+               "mode": _mode_of(r), "seconds": r["seconds"], "run_dir": s.get("run_dir"),
+               "predictions_csv": s.get("predictions_csv"),
+               "params": s.get("params"), "mflops": s.get("mflops"),
+               "protocol": json.dumps(s["protocol"], sort_keys=True)
+               if s.get("protocol") else None}
         for m in (*METRICS, *extra):
-            v = r["summary"].get(m)
+            v = s.get(m)
             row[m] = float("nan") if v is None else float(v)
         rows.append(row)
     trials = pd.DataFrame(rows)
@@ -58,7 +102,12 @@ def aggregate(records: list[dict], spec: dict) -> tuple[pd.DataFrame, pd.DataFra
         return trials, trials
     groups = []
     for setting, g in trials.groupby("setting", sort=False):
-        row = {"setting": setting, **json.loads(setting), "n_seeds": len(g)}
+        reps = [json.loads(x) for x in g["rep"]]
+        row = {"setting": setting, **json.loads(setting), "mode": g["mode"].iloc[0],
+               "runs": len(g), "repetitions": repetitions_kind(reps)}
+        for c in ("params", "mflops"):
+            vals = g[c].dropna()
+            row[c] = vals.iloc[0] if len(vals) else None
         for m in (*METRICS, *extra):
             vals = g[m].dropna().to_numpy()
             row[f"{m} mean"] = float(vals.mean()) if len(vals) else float("nan")
@@ -71,7 +120,45 @@ def aggregate(records: list[dict], spec: dict) -> tuple[pd.DataFrame, pd.DataFra
         goal = spec["metric"].get("goal", "maximize")
         best = table[col].idxmax() if goal == "maximize" else table[col].idxmin()
         table.loc[best, "chosen"] = True
+    add_comparisons(table, trials, test)
     return trials, table
+
+
+def baseline_of(table: pd.DataFrame, i: int) -> int | None:
+    """The row of the late-fusion setting that shares most parameters with row ``i`` (None
+    when the sweep has none, or two share equally many)."""
+    mine = json.loads(table.loc[i, "setting"])
+    scored = []
+    for j in table.index[table["mode"] == BASELINE]:
+        other = json.loads(table.loc[j, "setting"])
+        scored.append((sum(other.get(k) == v for k, v in mine.items()), j))
+    if not scored:
+        return None
+    scored.sort(reverse=True)
+    if len(scored) > 1 and scored[0][0] == scored[1][0]:
+        return None
+    return scored[0][1]
+
+
+def add_comparisons(table: pd.DataFrame, trials: pd.DataFrame, test: str = "ttest") -> None:
+    """Columns ``<stat> vs <reference>`` (delta, ci_low, ci_high, p, test, pairs) for the
+    chosen setting and the late-fusion baseline; the reference's own row is left empty."""
+    chosen = table.index[table["chosen"]]
+    for ref in REFERENCES:
+        for c in ("delta", "ci_low", "ci_high", "p", "pairs"):
+            table[f"{c} vs {ref}"] = np.nan
+        table[f"test vs {ref}"] = None
+        for i in table.index:
+            j = (chosen[0] if len(chosen) else None) if ref == "chosen" else baseline_of(table, i)
+            if j is None or j == i:
+                continue
+            res = compare(trials[trials["setting"] == table.loc[i, "setting"]],
+                          trials[trials["setting"] == table.loc[j, "setting"]], COMPARED, test)
+            if res is None:
+                continue
+            for c in ("delta", "ci_low", "ci_high", "p", "pairs"):
+                table.loc[i, f"{c} vs {ref}"] = np.nan if res[c] is None else res[c]
+            table.loc[i, f"test vs {ref}"] = res["test"]
 
 
 def chosen_column(table: pd.DataFrame, spec: dict) -> str:
@@ -87,30 +174,91 @@ def varying_keys(table: pd.DataFrame) -> list[str]:
     return vary or keys[:1]
 
 
+def protocol_line(trials: pd.DataFrame, table: pd.DataFrame) -> str:
+    """The protocol of the figures: split (folds averaged), clip level, repetitions."""
+    from datamodules.splits import protocol_label
+
+    labels = sorted({protocol_label(json.loads(p), fold=False)
+                     for p in trials["protocol"].dropna()})
+    where = "; ".join(labels) if labels else "split not reported by the runs"
+    reps = ", ".join(sorted(set(table["repetitions"])))
+    return (f"Protocol: {where}. Accuracy at clip level (the mean of a clip's segment "
+            f"probabilities), except where marked segment; mean ± sample std over the "
+            f"repetitions of each setting ({reps}).")
+
+
+def _pp(v) -> str:
+    return "-" if _missing(v) else f"{100 * v:+.2f}"
+
+
+def _p(v) -> str:
+    if _missing(v):
+        return "-"
+    return f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
+
+
+def cell(value) -> str:
+    """A parameter value in a table: "-" for one a setting does not set (e.g. ``model.tap``
+    of late fusion, which ignores it)."""
+    return "-" if _missing(value) else str(value)
+
+
+def capacity_cells(r) -> list[str]:
+    params = "-" if _missing(r.get("params")) else f"{int(r['params']):,}"
+    mflops = "-" if _missing(r.get("mflops")) else f"{float(r['mflops']):.1f}"
+    return [params, mflops]
+
+
+def comparison_cells(r, ref: str) -> list[str]:
+    """Δ (points), 95 % CI, p and the test name of row ``r`` against ``ref``."""
+    if _missing(r.get(f"delta vs {ref}")):
+        own = bool(r["chosen"]) if ref == "chosen" else r.get("mode") == ref
+        return ["(reference)", "", "", ""] if own else ["-", "-", "-", "-"]
+    lo, hi = r.get(f"ci_low vs {ref}"), r.get(f"ci_high vs {ref}")
+    ci = "-" if _missing(lo) else f"[{_pp(lo)}, {_pp(hi)}]"
+    return [_pp(r[f"delta vs {ref}"]), ci, _p(r.get(f"p vs {ref}")), str(r[f"test vs {ref}"])]
+
+
 def render_markdown(table, trials, records, spec, meta, overrides: list[str] = ()) -> str:
     vary = varying_keys(table)
-    head = vary + ["seeds", "val clip acc %", "test clip acc %", "test segment acc %",
-                   "test macro F1 %", ""]
-    lines = [f"# Sweep `{spec['name']}`", "",
-             f"{meta['planned']} trials ({meta['ok']} ok, {meta['failed']} failed); "
+    head = vary + ["runs", "params", "MFLOPs/segment", "val clip acc %", "test clip acc %",
+                   "test segment acc %", "test macro F1 %", ""]
+    lines = [f"# Sweep `{spec['name']}`", "", protocol_line(trials, table), "",
+             f"{meta['planned']} trials ({meta['ok']} ok, {meta['failed']} failed"
+             + (f"; {meta['collapsed']} repeats of the same config collapsed"
+                if meta.get("collapsed") else "") + "); "
              f"metric `{spec['metric']['name']}` ({spec['metric'].get('goal', 'maximize')}); "
-             "mean ± std over seeds (sample std); \"-\": not reported by the runs. The chosen "
-             "setting (★) is picked on validation only; its test score is reported, not used.",
+             "\"-\": not reported by the runs (or a parameter the setting does not use). The "
+             "chosen setting (★) has the best mean validation score; its test score is "
+             "reported, not used. Params: trainable parameters; MFLOPs: forward FLOPs of one "
+             "segment (convolutions and linear layers).",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        cells = [str(r.get(k)) for k in vary] + [str(r["n_seeds"])]
-        cells += [fmt(r[f"{m} mean"], r[f"{m} std"], r["n_seeds"]) for m in METRICS]
+        cells = [cell(r.get(k)) for k in vary] + [f"{r['runs']} ({r['repetitions']})"]
+        cells += capacity_cells(r)
+        cells += [fmt(r[f"{m} mean"], r[f"{m} std"], r["runs"]) for m in METRICS]
         cells.append("★" if r["chosen"] else "")
         lines.append("| " + " | ".join(cells) + " |")
     if not table["chosen"].any():
         lines += ["", f"No setting chosen: no trial reported `{chosen_column(table, spec)[:-5]}`."]
+    for ref, title in ((BASELINE, f"against `{BASELINE}` (the baseline)"),
+                       ("chosen", "against the chosen setting")):
+        if table[f"delta vs {ref}"].notna().any():
+            chead = vary + ["Δ test clip acc (points)", "95 % CI", "p", "test"]
+            lines += ["", f"## Paired comparisons {title}", "",
+                      "Difference of test clip accuracy over matched repetitions (same seed "
+                      "and fold); two-sided p, not corrected for multiple comparisons.", "",
+                      "| " + " | ".join(chead) + " |", "|" + "---|" * len(chead)]
+            for _, r in table.iterrows():
+                lines.append("| " + " | ".join([cell(r.get(k)) for k in vary]
+                                               + comparison_cells(r, ref)) + " |")
     extra = [c[:-5] for c in table.columns if c.endswith(" mean") and c[:-5] not in METRICS]
     if extra:
-        lines += ["", "## Interpretability (mean ± std over seeds, %)", "",
+        lines += ["", "## Interpretability (mean ± std over repetitions, %)", "",
                   "| " + " | ".join(vary + extra) + " |", "|" + "---|" * (len(vary) + len(extra))]
         for _, r in table.iterrows():
-            lines.append("| " + " | ".join([str(r.get(k)) for k in vary] + [
-                fmt(r[f"{m} mean"], r[f"{m} std"], r["n_seeds"]) for m in extra]) + " |")
+            lines.append("| " + " | ".join([cell(r.get(k)) for k in vary] + [
+                fmt(r[f"{m} mean"], r[f"{m} std"], r["runs"]) for m in extra]) + " |")
     fixed = {k: v for k, v in json.loads(table["setting"].iloc[0]).items() if k not in vary}
     lines += ["", f"Fixed for every trial: `{json.dumps(fixed)}`"]
     if overrides:
@@ -123,20 +271,36 @@ def render_markdown(table, trials, records, spec, meta, overrides: list[str] = (
     return "\n".join(lines) + "\n"
 
 
-def render_terminal(table) -> str:
+def _delta_cell(r, ref: str) -> str:
+    """Δ in points, "*" when p < 0.05."""
+    d = r.get(f"delta vs {ref}")
+    if _missing(d):
+        return "ref" if (bool(r["chosen"]) if ref == "chosen" else r.get("mode") == ref) else "-"
+    p = r.get(f"p vs {ref}")
+    return _pp(d) + ("*" if not _missing(p) and p < 0.05 else "")
+
+
+def render_terminal(table, trials=None) -> str:
     vary = varying_keys(table)
-    rows = [[str(r.get(k)) for k in vary] + [str(r["n_seeds"])]
-            + [fmt(r[f"{m} mean"], r[f"{m} std"], r["n_seeds"]) for m in
-               ("val/acc_clip", "test/acc_clip", "test/f1_macro")] + ["*" if r["chosen"] else ""]
+    rows = [[cell(r.get(k)) for k in vary] + [str(r["runs"])] + capacity_cells(r)
+            + [fmt(r[f"{m} mean"], r[f"{m} std"], r["runs"]) for m in
+               ("val/acc_clip", "test/acc_clip", "test/f1_macro")]
+            + [_delta_cell(r, BASELINE), _delta_cell(r, "chosen"), "*" if r["chosen"] else ""]
             for _, r in table.iterrows()]
-    head = vary + ["seeds", "val acc_clip %", "test acc_clip %", "test f1_macro %", "chosen"]
+    head = vary + ["runs", "params", "MFLOPs", "val acc_clip %", "test acc_clip %",
+                   "test f1_macro %", f"Δ vs {BASELINE}", "Δ vs chosen", "chosen"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt_row = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt_row.format(*head), fmt_row.format(*("-" * w for w in widths))]
-                     + [fmt_row.format(*r) for r in rows])
+    lines = [fmt_row.format(*head), fmt_row.format(*("-" * w for w in widths))]
+    lines += [fmt_row.format(*r) for r in rows]
+    if trials is not None:
+        lines.append(protocol_line(trials, table))
+    lines.append("Δ: test clip accuracy difference in points over matched repetitions; "
+                 "*: p < 0.05 (tests named in results.md)")
+    return "\n".join(lines)
 
 
-def plot(table, spec, path: Path) -> Path:
+def plot(table, spec, path: Path, trials=None) -> Path:
     """Validation and test clip accuracy per setting (a metric no trial reported is left
     out), the chosen setting marked."""
     import matplotlib
@@ -145,9 +309,9 @@ def plot(table, spec, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     vary = varying_keys(table)
-    names = [", ".join(str(r.get(k)) for k in vary) for _, r in table.iterrows()]
+    names = [", ".join(cell(r.get(k)) for k in vary) for _, r in table.iterrows()]
     x = np.arange(len(table))
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(table) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(table) + 2), 4.8))
     colors = {"val/acc_clip": "#8fb3d9", "test/acc_clip": "#1f5f99"}
     shown = [m for m in colors if table[f"{m} mean"].notna().any()]
     width = 0.8 / max(1, len(shown))
@@ -162,8 +326,17 @@ def plot(table, spec, path: Path) -> Path:
             ax.annotate("chosen on val", (i, 100 * max(tops)), xytext=(0, 12),
                         textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("clip accuracy (%), mean ± std over seeds")
-    ax.set_title(f"sweep {spec['name']} ({', '.join(vary)})")
+    reps = ", ".join(sorted(set(table["repetitions"])))
+    ax.set_ylabel(f"clip accuracy (%), mean ± std\nover {reps}")
+    title = f"sweep {spec['name']} ({', '.join(vary)})"
+    if trials is not None:
+        from datamodules.splits import protocol_label
+
+        labels = sorted({protocol_label(json.loads(p), fold=False)
+                         for p in trials["protocol"].dropna()})
+        if len(labels) == 1:
+            title += "\n" + labels[0]
+    ax.set_title(title, fontsize=9)
     ax.set_ylim(0, 105)
     if shown:
         ax.legend(loc="lower right")
@@ -199,9 +372,10 @@ def log_to_wandb(cfg, spec, table: pd.DataFrame, png: Path, out: Path) -> str | 
 def report(cfg, spec, res: dict, out: Path, t0: float, overrides: list[str] = ()) -> dict:
     """Write every report of a finished local sweep; returns the JSON summary."""
     records = res["records"]
-    trials, table = aggregate(records, spec)
+    trials, table = aggregate(records, spec, str(cfg.get("paired_test", "ttest")))
     meta = {"planned": res["planned"], "ok": sum(r["status"] == "ok" for r in records),
-            "failed": sum(r["status"] != "ok" for r in records)}
+            "failed": sum(r["status"] != "ok" for r in records),
+            "collapsed": res.get("collapsed", 0)}
     summary = {"sweep": spec["name"], "backend": "local", "out_dir": str(out),
                "trials": res["planned"], "ran": res["ran"], "skipped": res["skipped"], **meta}
     if overrides:
@@ -213,8 +387,8 @@ def report(cfg, spec, res: dict, out: Path, t0: float, overrides: list[str] = ()
         table.drop(columns=["setting"]).to_csv(out / "results.csv", index=False)
         (out / "results.md").write_text(
             render_markdown(table, trials, records, spec, meta, overrides))
-        png = plot(table, spec, out / "results.png")
-        print(render_terminal(table), flush=True)
+        png = plot(table, spec, out / "results.png", trials)
+        print(render_terminal(table, trials), flush=True)
         chosen = table[table["chosen"]]
         if chosen.empty:
             summary.update(chosen=None, chosen_val_acc_clip=None, chosen_test_acc_clip=None)
@@ -222,7 +396,9 @@ def report(cfg, spec, res: dict, out: Path, t0: float, overrides: list[str] = ()
             row = chosen.iloc[0]
             summary.update(chosen=json.loads(row["setting"]),
                            chosen_val_acc_clip=_rounded(row["val/acc_clip mean"]),
-                           chosen_test_acc_clip=_rounded(row["test/acc_clip mean"]))
+                           chosen_test_acc_clip=_rounded(row["test/acc_clip mean"]),
+                           chosen_runs=int(row["runs"]),
+                           chosen_repetitions=str(row["repetitions"]))
         summary.update(results_md=str(out / "results.md"), results_csv=str(out / "results.csv"),
                        plot=str(png))
         summary["wandb_dir"] = log_to_wandb(cfg, spec, table, png, out)

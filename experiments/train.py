@@ -4,9 +4,9 @@
 
 The run directory (``paths.output_dir/runs/<name>``) holds ``config.yaml``, ``metrics.csv``,
 ``checkpoints/`` (best by ``val/acc_clip`` and ``last.ckpt``), ``figures/``,
-``predictions_test.csv`` (per-clip test predictions) and ``summary.json`` (scores, protocol,
-parameters and MFLOPs per segment). ``train.resume=auto`` (or ``resume=auto``) continues a killed run from its
-last checkpoint. The last stdout line is the JSON summary.
+``predictions_test.csv`` (per-clip test predictions) and ``summary.json`` (scores,
+protocol, parameters and MFLOPs per segment). ``train.resume=auto`` (or ``resume=auto``)
+continues a killed run from its last checkpoint. The last stdout line is the JSON summary.
 """
 from __future__ import annotations
 

@@ -17,6 +17,10 @@ training's voting):
   at random (seeded), replaced by the band mean. A faithful attribution makes accuracy fall
   faster than random: its area under the curve (trapezoid over the fractions, divided by the
   fraction range) is lower.
+
+Every clip accuracy and deletion AUC comes with a 95 % confidence interval: a percentile
+bootstrap over the clips (``scipy.stats.bootstrap``; a clip's AUC is the area under its own
+0/1 curve, so the mean over clips is the AUC of the accuracy curve).
 """
 from __future__ import annotations
 
@@ -40,17 +44,41 @@ from lightning_modules.perturbations import (
 )
 
 DEFAULT_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
-CSV_COLUMNS = ("condition", "branch", "method", "fraction", "acc_clip", "acc_segment",
-               "deletion_auc", "clips", "segments", "weights")
+CSV_COLUMNS = ("condition", "branch", "method", "fraction", "acc_clip", "acc_clip_ci_low",
+               "acc_clip_ci_high", "acc_segment", "deletion_auc", "deletion_auc_ci_low",
+               "deletion_auc_ci_high", "clips", "segments", "weights")
+BOOTSTRAP_RESAMPLES = 1999
+
+
+def clip_correct(probs: torch.Tensor, labels: torch.Tensor, clips: torch.Tensor) -> np.ndarray:
+    """1.0/0.0 per clip seen (in clip order): is the argmax of the clip's mean segment
+    probability its label. Local to this process: the ablations run on rank 0 only, so no
+    sync across ranks."""
+    voting = ClipVoting(probs.shape[1], sync_on_compute=False)
+    voting.update(probs, labels, clips)
+    res = voting.compute()
+    seen = res["labels"] >= 0
+    return (res["probs"][seen].argmax(1) == res["labels"][seen]).double().numpy()
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95 % CI of the mean of ``values`` (one per clip)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    res = stats.bootstrap((values,), np.mean, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
+                          confidence_level=0.95, method="percentile", random_state=seed)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def clip_accuracy(probs: torch.Tensor, labels: torch.Tensor, clips: torch.Tensor) -> float:
     """Accuracy over clips of the mean segment probability ([N, C], [N], [N]), with the
     same voting as training (:class:`~lightning_modules.metrics.ClipVoting`)."""
-    # Local to this process: the ablations run on rank 0 only, so no sync across ranks.
-    voting = ClipVoting(probs.shape[1], sync_on_compute=False)
-    voting.update(probs, labels, clips)
-    return float(voting.compute()["acc"])
+    return float(clip_correct(probs, labels, clips).mean())
 
 
 def segment_accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -67,11 +95,15 @@ def deletion_auc(fractions: Sequence[float], accs: Sequence[float]) -> float:
     return area / float(fr[-1] - fr[0])
 
 
-def select_segments(clip_pos: np.ndarray, clip_labels: np.ndarray, max_segments: int) -> np.ndarray:
-    """Segment indices of whole clips, at most ``max_segments`` (at least one clip): clips
+def select_segments(clip_pos: np.ndarray, clip_labels: np.ndarray,
+                    max_segments: int | None) -> np.ndarray:
+    """Segment indices of whole clips: every segment when ``max_segments`` is None, else
+    at most ``max_segments`` (at least one clip): clips
     taken class by class in turn (the first clip of every class, then the second, ...), in
     clip order within a class, skipping a clip that no longer fits. Deterministic."""
     clip_pos = np.asarray(clip_pos)
+    if max_segments is None:
+        return np.arange(len(clip_pos))
     n_clips = len(clip_labels)
     counts = np.bincount(clip_pos, minlength=n_clips)
     labels = np.asarray(clip_labels)
@@ -98,6 +130,7 @@ class AblationResult:
     results: dict[str, float] = field(default_factory=dict)
     accuracies: dict[str, float] = field(default_factory=dict)    # bar chart
     curves: dict[str, dict[str, tuple]] = field(default_factory=dict)  # deletion curves
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # bars' 95 % CIs
     num_classes: int = 2
 
 
@@ -107,9 +140,10 @@ def _probs(model, names, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 def run_ablation(model, dataset, smoothing_sigma: float = 2.0, patch: Sequence[int] = (16, 16),
                  deletion_fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                 max_segments: int = 2048, batch_size: int = 64, seed: int = 0,
+                 max_segments: int | None = None, batch_size: int = 64, seed: int = 0,
                  weights: str = "current") -> AblationResult:
-    """Every condition (module docstring) on up to ``max_segments`` segments of ``dataset``.
+    """Every condition (module docstring) on every clip of ``dataset``, or on whole clips
+    up to ``max_segments`` segments.
 
     ``dataset``: a ``SegmentDataset``-like object (``clip_pos`` [N] clip of each segment,
     ``labels`` [n_clips], ``batch(indices)`` -> {"mel", "chroma", "label", "clip"}).
@@ -121,7 +155,8 @@ def run_ablation(model, dataset, smoothing_sigma: float = 2.0, patch: Sequence[i
     fractions = sorted({float(f) for f in deletion_fractions})
     if any(not 0 <= f <= 1 for f in fractions):
         raise ValueError(f"deletion_fractions must lie in [0, 1], got {fractions}")
-    idx = select_segments(dataset.clip_pos, dataset.labels, int(max_segments))
+    idx = select_segments(dataset.clip_pos, dataset.labels,
+                          None if max_segments is None else int(max_segments))
     dev = model_device(model)
     gen = torch.Generator().manual_seed(int(seed))
     conds: dict[str, list] = {"clean": []}
@@ -159,40 +194,53 @@ def run_ablation(model, dataset, smoothing_sigma: float = 2.0, patch: Sequence[i
     y, c = torch.cat(labels), torch.cat(clips)
     n_clips = int(torch.unique(c).numel())
     out = AblationResult(num_classes=int(conds["clean"][0].shape[1]))
-    acc = {}
+    acc, correct, ci = {}, {}, {}
     for key, parts in conds.items():
         p = torch.cat(parts)
         acc[key] = (clip_accuracy(p, y, c), segment_accuracy(p, y))
+        correct[key] = clip_correct(p, y, c)
+        ci[key] = bootstrap_ci(correct[key], seed)
 
-    def row(cond, branch=None, method=None, fraction=None, auc=None):
+    def r6(v):
+        return None if v is None else round(float(v), 6)
+
+    def row(cond, branch=None, method=None, fraction=None, auc=None, auc_ci=(None, None)):
         return {"condition": cond, "branch": branch, "method": method, "fraction": fraction,
-                "acc_clip": round(acc[cond][0], 6), "acc_segment": round(acc[cond][1], 6),
-                "deletion_auc": auc, "clips": n_clips, "segments": len(idx), "weights": weights}
+                "acc_clip": r6(acc[cond][0]), "acc_clip_ci_low": r6(ci[cond][0]),
+                "acc_clip_ci_high": r6(ci[cond][1]), "acc_segment": r6(acc[cond][1]),
+                "deletion_auc": r6(auc), "deletion_auc_ci_low": r6(auc_ci[0]),
+                "deletion_auc_ci_high": r6(auc_ci[1]), "clips": n_clips, "segments": len(idx),
+                "weights": weights}
 
-    out.rows.append(row("clean"))
-    out.results["ablation/acc_clip"] = acc["clean"][0]
-    out.accuracies["clean"] = acc["clean"][0]
-    for n in names:
-        key = f"{n}_zeroed"
-        out.rows.append(row(key, branch=n, method="zeroed"))
-        out.results[f"ablation/acc_{key}"] = acc[key][0]
+    def bar(key, **kw):
+        out.rows.append(row(key, **kw))
+        name = "ablation/acc_clip" if key == "clean" else f"ablation/acc_{key}"
+        out.results[name] = acc[key][0]
         out.accuracies[key] = acc[key][0]
+        out.intervals[key] = ci[key]
+
+    bar("clean")
+    for n in names:
+        bar(f"{n}_zeroed", branch=n, method="zeroed")
     for key in ("mel_smoothed", "mel_shuffled"):
         if key in acc:
-            out.rows.append(row(key, branch="mel", method=key.split("_")[1]))
-            out.results[f"ablation/acc_{key}"] = acc[key][0]
-            out.accuracies[key] = acc[key][0]
+            bar(key, branch="mel", method=key.split("_")[1])
     for n in names:
         out.curves[n] = {}
         for method in ("gradcam", "random"):
             keys = [f"deletion_{method}_{n}_{f:g}" for f in fractions]
             curve = [acc[k][0] for k in keys]
             auc = deletion_auc(fractions, curve)
+            # per clip: the AUC of its own 0/1 curve; their mean is ``auc``
+            per_clip = np.array([deletion_auc(fractions, col)
+                                 for col in np.stack([correct[k] for k in keys], axis=1)])
+            auc_ci = bootstrap_ci(per_clip, seed)
             out.curves[n][method] = (fractions, curve, auc)
             out.results[f"ablation/deletion_auc_{method}_{n}"] = auc
+            out.intervals[f"deletion_auc_{method}_{n}"] = auc_ci
             for f, k in zip(fractions, keys):
                 out.rows.append(row(k, branch=n, method=f"deletion_{method}", fraction=f,
-                                    auc=round(auc, 6)))
+                                    auc=auc, auc_ci=auc_ci))
     return out
 
 

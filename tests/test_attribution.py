@@ -24,7 +24,13 @@ from torch.utils.data import DataLoader
 
 from datamodules.segments import collate_batched
 from lightning_modules import MODES, build_model
-from lightning_modules.ablations import clip_accuracy, deletion_auc, run_ablation, select_segments
+from lightning_modules.ablations import (
+    bootstrap_ci,
+    clip_accuracy,
+    deletion_auc,
+    run_ablation,
+    select_segments,
+)
 from lightning_modules.attribution import attribute
 from lightning_modules.perturbations import (
     delete_cells,
@@ -346,10 +352,28 @@ def test_ablation_on_a_localised_texture_cue(mel_cue):
     gc, rnd = r["ablation/deletion_auc_gradcam_mel"], r["ablation/deletion_auc_random_mel"]
     assert gc < rnd - 0.1, (gc, rnd)  # seeds 0-4: gaps 0.16 .. 0.82
     assert res.curves["mel"]["gradcam"][1][0] == r["ablation/acc_clip"]  # fraction 0 = clean
+    # Every figure has its 95 % bootstrap CI over clips, around it.
+    for row in res.rows:
+        assert row["acc_clip_ci_low"] <= row["acc_clip"] <= row["acc_clip_ci_high"], row
+        if row["deletion_auc"] is not None:
+            assert row["deletion_auc_ci_low"] <= row["deletion_auc"] \
+                <= row["deletion_auc_ci_high"], row
+    lo, hi = res.intervals["deletion_auc_gradcam_mel"]
+    assert hi < res.intervals["deletion_auc_random_mel"][1]
     # Deterministic: the same seed gives the same numbers.
     again = run_ablation(model, valid, smoothing_sigma=2.0, patch=(8, 8),
                          deletion_fractions=fr, max_segments=1000, batch_size=16)
-    assert again.results == r
+    assert again.results == r and again.intervals == res.intervals
+
+
+def test_ablation_uses_every_clip_unless_capped_and_bootstraps_over_clips():
+    clip_pos = np.repeat(np.arange(30), 4)
+    assert len(select_segments(clip_pos, np.zeros(30, int), None)) == 120
+    half = np.r_[np.ones(100), np.zeros(100)]
+    lo, hi = bootstrap_ci(half)
+    # binomial standard error sqrt(0.25 / 200) = 0.035: the CI is about +-0.07 wide
+    assert 0.41 < lo < 0.45 and 0.55 < hi < 0.59
+    assert bootstrap_ci(np.ones(20)) == (1.0, 1.0)
 
 
 # ------------------------------------------------------------------------- callbacks
@@ -361,7 +385,8 @@ class CueDataModule(pl.LightningDataModule):
         super().__init__()
         self.labels = list(LABELS)
         self.datasets = {"train": CueSegments(4, 4, seed=0, cue=cue),
-                         "valid": CueSegments(2, 3, seed=1, cue=cue)}
+                         "valid": CueSegments(2, 3, seed=1, cue=cue),
+                         "test": CueSegments(2, 3, seed=2, cue=cue)}
         self.norm_stats = self.datasets["train"].norm_stats()
 
     def clips(self, split):
@@ -469,6 +494,8 @@ def test_callbacks_write_figures_csv_and_wandb_media_in_a_tiny_fit(tmp_path):
     assert len(rows) == 5 + 2 * 2 * 3  # + 2 branches x (gradcam, random) x 3 fractions
     assert all(r["weights"].startswith("best") for r in rows)
     assert int(rows[0]["segments"]) <= 12 and int(rows[0]["clips"]) == 4
+    assert float(rows[0]["acc_clip_ci_low"]) <= float(rows[0]["acc_clip"]) \
+        <= float(rows[0]["acc_clip_ci_high"])
     assert (run_dir / "figures" / "ablation.png").stat().st_size > 10_000
     r = ablation_cb.summary
     assert len(r) == 9

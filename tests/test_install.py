@@ -63,12 +63,12 @@ def test_a_package_added_to_setup_cfg_only_fails_the_check_naming_it(tmp_path):
 
 
 def test_a_package_the_lock_has_only_as_a_dependency_is_not_enough(tmp_path):
-    # scipy is in the lock (librosa needs it) but the lock was not compiled with it.
-    cfg = _edited_setup_cfg(tmp_path, "    pyyaml>=6.0\n", "    pyyaml>=6.0\n    scipy>=1.11\n")
+    # numba is in the lock (librosa needs it) but the lock was not compiled with it.
+    cfg = _edited_setup_cfg(tmp_path, "    pyyaml>=6.0\n", "    pyyaml>=6.0\n    numba>=0.59\n")
     assert problems(cfg, LOCK) == [
-        "setup.cfg requires scipy>=1.11 (install_requires) but requirements.lock was not "
-        "compiled with it (scipy==1.17.1 is pinned only as a dependency of librosa, "
-        "scikit-learn): run `make lock` and commit requirements.lock"]
+        "setup.cfg requires numba>=0.59 (install_requires) but requirements.lock was not "
+        "compiled with it (numba==0.68.1 is pinned only as a dependency of librosa): run "
+        "`make lock` and commit requirements.lock"]
 
 
 def test_a_range_the_lock_falls_outside_of_is_named_with_the_locked_pin(tmp_path):

@@ -115,9 +115,14 @@ def test_local_sweep_aggregates_records_failures_and_resumes(tmp_path, sweep):
     two_way = next(r for r in rows if r["model"] == "mid_two_way")
     assert float(two_way["val/acc_clip mean"]) == pytest.approx(0.91)
     assert float(two_way["val/acc_clip std"]) == pytest.approx(0.0141421, rel=1e-4)
-    assert two_way["n_seeds"] == "2" and two_way["chosen"] == "True"
+    assert two_way["runs"] == "2" and two_way["repetitions"] == "2 seeds"
+    assert two_way["chosen"] == "True"
+    # Paired over seeds 0 and 1: test acc (0.89, 0.91) vs late fusion's (0.79, 0.81).
+    assert float(two_way["delta vs late_fusion"]) == pytest.approx(0.10)
+    assert two_way["test vs late_fusion"].startswith("paired t-test (2 pairs")
     md = (out / "results.md").read_text()
     assert "91.00 ± 1.41" in md and "Failed trials" in md and "something went wrong" in md
+    assert "## Paired comparisons against `late_fusion`" in md and "| mid_two_way | +10.00 |" in md
     assert "## Interpretability" in md and "45.00" in md  # ablation/* keys are aggregated too
     assert (out / "results.png").stat().st_size > 5000
     assert "mid_two_way" in r.stdout  # the table on the terminal
@@ -150,10 +155,12 @@ def test_extra_words_reach_every_trial_and_missing_test_figures_show_as_dash(tmp
     out = tmp_path / "out" / "sweeps" / "notest"
     md = (out / "results.md").read_text()
     two_way = next(ln for ln in md.splitlines() if ln.startswith("| mid_two_way"))
-    assert two_way == "| mid_two_way | 2 | 91.00 ± 1.41 | - | - | - | ★ |"
-    assert "train.test=false" in md
+    assert two_way == "| mid_two_way | 2 (2 seeds) | - | - | 91.00 ± 1.41 | - | - | - | ★ |"
+    assert "train.test=false" in md and "## Paired comparisons" not in md  # nothing to pair
     row = next(ln.split() for ln in r.stdout.splitlines() if ln.startswith("mid_two_way"))
-    assert row == ["mid_two_way", "2", "91.00", "±", "1.41", "-", "-", "*"]  # the terminal table
+    # the terminal table: no params/MFLOPs or test figures reported; Δ needs test figures
+    assert row == ["mid_two_way", "2", "-", "-", "91.00", "±", "1.41", "-", "-", "-", "ref",
+                   "*"]
     assert (out / "results.png").stat().st_size > 5000
     # Other overrides make other trials; the same ones find them finished.
     assert last_json(sweep(p, "train.test=false", env=env).stdout)["skipped"] == 4

@@ -58,6 +58,17 @@ def test_train_writes_a_complete_run_directory(trained):
         assert s[k] == pytest.approx(test_row[k], abs=1e-6)
     assert json.loads((run / "summary.json").read_text())["checkpoint"] == s["checkpoint"]
     assert (run / "figures" / "confusion_test.png").stat().st_size > 10_000
+    # Per-clip test predictions (what a paired McNemar test reads) agree with the score.
+    pred = pd.read_csv(run / "predictions_test.csv")
+    assert s["predictions_csv"] == str(run / "predictions_test.csv") and len(pred) == 10
+    assert pred["correct"].mean() == pytest.approx(s["test/acc_clip"], abs=1e-6)
+    # Capacity and protocol, as the sweep tables show them.
+    from lightning_modules import load_model
+
+    assert s["params"] == sum(p.numel() for p in load_model(s["checkpoint"]).parameters())
+    assert s["mflops"] > 0 and s["channels"] == [4, 8, 8, 8]
+    assert s["protocol"]["split"] == "random" and s["protocol"]["artist_filtered"] is False
+    assert s["protocol_label"].startswith("gtzan random split, not artist-filtered, ")
     assert list((run / "figures" / "gradcam").glob("final_*.png"))
     assert (run / "ablation.csv").is_file() and "ablation/acc_mel_zeroed" in s
     offline = list((run / "wandb").glob("offline-run-*"))

@@ -16,23 +16,24 @@ log = logging.getLogger(__name__)
 
 
 class AblationCallback(SummaryCallback):
-    """At the end of fitting (rank 0): :func:`run_ablation` on ``split`` with the best
+    """At the end of fitting (rank 0): :func:`run_ablation` on ``split`` (default ``test``:
+    the checkpoint was chosen on validation; every clip unless ``max_segments``) with the best
     checkpoint's weights (the first ``ModelCheckpoint``'s ``best_model_path``; else the
     current weights), on a deep copy of the model. Writes ``<run_dir>/ablation.csv`` and
     ``<run_dir>/figures/ablation.png``, logs a ``wandb.Table`` and the figure to every
     ``WandbLogger``, and fills ``self.summary`` (flat ``ablation/...`` floats)."""
 
-    def __init__(self, run_dir, split: str = "valid", smoothing_sigma: float = 2.0,
+    def __init__(self, run_dir, split: str = "test", smoothing_sigma: float = 2.0,
                  patch: Sequence[int] = (16, 16),
                  deletion_fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                 max_segments: int = 384, batch_size: int = 64, seed: int = 0):
+                 max_segments: int | None = None, batch_size: int = 64, seed: int = 0):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.split = str(split)
         self.smoothing_sigma = float(smoothing_sigma)
         self.patch = tuple(int(p) for p in patch)
         self.deletion_fractions = tuple(float(f) for f in deletion_fractions)
-        self.max_segments = int(max_segments)
+        self.max_segments = None if max_segments is None else int(max_segments)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.csv_path = self.run_dir / "ablation.csv"
@@ -54,8 +55,9 @@ class AblationCallback(SummaryCallback):
             return
         _, ds = split_dataset(trainer, self.split, "AblationCallback")
         model, weights = self._model(trainer, pl_module)
-        log.info(f"ablation: {self.split} split, {weights} weights, up to "
-                 f"{self.max_segments} segments")
+        cap = "every clip" if self.max_segments is None else \
+            f"whole clips up to {self.max_segments} segments"
+        log.info(f"ablation: {self.split} split, {weights} weights, {cap}")
         res = run_ablation(model, ds, self.smoothing_sigma, self.patch, self.deletion_fractions,
                            self.max_segments, self.batch_size, self.seed, weights)
         del model
@@ -66,11 +68,16 @@ class AblationCallback(SummaryCallback):
         title = (f"{self.run_dir.name}: {self.split} split, {res.rows[0]['clips']} clips, "
                  f"{weights} weights")
         save_ablation_figure(self.figure_path, res.accuracies, res.curves,
-                             chance=1.0 / res.num_classes, title=title)
+                             chance=1.0 / res.num_classes, title=title,
+                             intervals=res.intervals)
         for lg in wandb_loggers(trainer):
             data = [[r[c] for c in CSV_COLUMNS] for r in res.rows]
             lg.log_table("ablation/table", columns=list(CSV_COLUMNS), data=data)
             lg.log_image("ablation/figure", [str(self.figure_path)], caption=[title])
             lg.log_metrics(self.summary)
-        log.info("ablation: " + ", ".join(f"{k.split('/', 1)[1]} {v:.3f}"
-                                          for k, v in self.summary.items()))
+        log.info(f"ablation ({self.split} split, {res.rows[0]['clips']} clips, clip level; "
+                 "95 % bootstrap CI over clips): " + ", ".join(
+                     f"{k} {v:.3f} [{res.intervals[k][0]:.3f}, {res.intervals[k][1]:.3f}]"
+                     for k, v in {**res.accuracies, **{
+                         f"deletion_auc_{m}_{b}": c[2] for b, per in res.curves.items()
+                         for m, c in per.items()}}.items()))

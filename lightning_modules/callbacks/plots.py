@@ -200,30 +200,41 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def save_ablation_figure(path: Path, accuracies: Mapping[str, float],
                          curves: Mapping[str, Mapping[str, tuple]], chance: float,
-                         title: str = "") -> Path:
-    """Left: clip accuracy per condition (bars, chance level dashed). Right: deletion
-    curves, ``curves[branch][method] = (fractions, accuracies, auc)``."""
+                         title: str = "",
+                         intervals: Mapping[str, tuple[float, float]] | None = None) -> Path:
+    """Left: clip accuracy per condition (bars with their 95 % CI from ``intervals``,
+    chance level dashed). Right: deletion curves, ``curves[branch][method] = (fractions,
+    accuracies, auc)``, the AUC's CI in the legend when ``intervals`` has
+    ``deletion_auc_<method>_<branch>``."""
+    intervals = intervals or {}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2),
                                    gridspec_kw={"width_ratios": [1.1, 1]})
     names = list(accuracies)
     vals = [accuracies[n] for n in names]
     colours = ["#444444" if n == "clean" else "#3b75af" for n in names]
-    bars = ax1.bar(range(len(names)), vals, color=colours)
-    for bar, v in zip(bars, vals):
-        ax1.text(bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center",
+    err = None
+    if all(n in intervals for n in names):
+        err = np.array([[max(0.0, v - intervals[n][0]) for n, v in zip(names, vals)],
+                        [max(0.0, intervals[n][1] - v) for n, v in zip(names, vals)]])
+    bars = ax1.bar(range(len(names)), vals, color=colours, yerr=err, capsize=3)
+    for i, (bar, v) in enumerate(zip(bars, vals)):
+        top = v if err is None else v + err[1, i]
+        ax1.text(bar.get_x() + bar.get_width() / 2, top + 0.01, f"{v:.2f}", ha="center",
                  va="bottom", fontsize=8)
     ax1.axhline(chance, color="red", linestyle="--", linewidth=1, label=f"chance {chance:.2f}")
     ax1.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
     ax1.set_ylim(0, 1.08)
-    ax1.set_ylabel("clip accuracy")
+    ax1.set_ylabel("clip accuracy" + (" (95 % bootstrap CI)" if err is not None else ""))
     ax1.set_title("input ablations", fontsize=10)
     ax1.legend(fontsize=8, loc="upper right")
     styles = {"gradcam": "-", "random": "--"}
     colours = {"mel": "#3b75af", "chroma": "#e1812c"}
     for b, per in curves.items():
         for m, (fr, acc, auc) in per.items():
+            lo_hi = intervals.get(f"deletion_auc_{m}_{b}")
+            ci = f" [{lo_hi[0]:.2f}, {lo_hi[1]:.2f}]" if lo_hi else ""
             ax2.plot(np.asarray(fr) * 100, acc, styles.get(m, ":"), marker="o", markersize=3,
-                     color=colours.get(b), label=f"{b}, {m} (AUC {auc:.2f})")
+                     color=colours.get(b), label=f"{b}, {m} (AUC {auc:.2f}{ci})")
     ax2.axhline(chance, color="red", linestyle="--", linewidth=1)
     ax2.set_ylim(0, 1.08)
     ax2.set_xlabel("cells replaced by the band mean (%)")

@@ -1,0 +1,119 @@
+"""Paired comparisons between sweep settings: is a difference in test accuracy real?
+
+Two settings are compared on the repetitions they share (the same seed and fold, see
+``REPETITION_KEYS``): the difference of their test clip accuracies per repetition.
+
+- two or more matched repetitions: a paired t-test (``ttest``, 95 % CI from the t
+  distribution) or an exact Wilcoxon signed-rank test (``wilcoxon``, 95 % CI of the mean
+  difference by a percentile bootstrap over repetitions);
+- one matched repetition with per-clip predictions for both runs: McNemar's exact test on the
+  clips one run gets right and the other wrong, with a paired bootstrap 95 % CI over the clips;
+- otherwise the difference alone, with the reason no test was made.
+
+Every statistic comes from ``scipy.stats``. Differences are in accuracy fractions (0.02 =
+2 points); p-values are two-sided and not corrected for multiple comparisons.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TESTS = ("ttest", "wilcoxon")
+BOOTSTRAP_RESAMPLES = 9999
+
+
+def _finite(v) -> float | None:
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
+def _bootstrap_mean_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    from scipy import stats
+
+    if np.all(a - b == (a - b)[0]):  # no spread: every resample gives the same mean
+        d = float((a - b)[0])
+        return d, d
+    res = stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True,
+                          vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
+                          confidence_level=0.95, method="percentile", random_state=0)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def repetitions_test(a: np.ndarray, b: np.ndarray, test: str = "ttest") -> dict:
+    """Paired test of ``a - b`` over n >= 2 matched repetitions."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    n = len(d)
+    out = {"delta": float(d.mean()), "pairs": n}
+    if test == "ttest":
+        if np.all(d == d[0]):  # zero variance: t is undefined
+            out.update(ci_low=float(d[0]), ci_high=float(d[0]),
+                       p=1.0 if d[0] == 0 else None,
+                       test=f"paired t-test ({n} pairs; identical differences)")
+            return out
+        res = stats.ttest_rel(a, b)
+        ci = res.confidence_interval(0.95)
+        out.update(ci_low=float(ci.low), ci_high=float(ci.high), p=_finite(res.pvalue),
+                   test=f"paired t-test ({n} pairs)")
+        return out
+    if test == "wilcoxon":
+        low, high = _bootstrap_mean_diff(a, b)
+        if np.all(d == 0):
+            p = 1.0
+        else:
+            p = _finite(stats.wilcoxon(a, b, zero_method="wilcox", method="exact").pvalue)
+        out.update(ci_low=low, ci_high=high, p=p,
+                   test=f"exact Wilcoxon signed-rank ({n} pairs; bootstrap CI)")
+        return out
+    raise ValueError(f"paired_test={test!r}: choose one of {', '.join(TESTS)}")
+
+
+def clips_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """McNemar's exact test and a paired bootstrap CI over clips (one run per setting)."""
+    from scipy import stats
+
+    a = np.asarray(correct_a, float)
+    b = np.asarray(correct_b, float)
+    only_a = int(((a == 1) & (b == 0)).sum())
+    only_b = int(((a == 0) & (b == 1)).sum())
+    discordant = only_a + only_b
+    p = 1.0 if discordant == 0 else float(stats.binomtest(only_a, discordant, 0.5).pvalue)
+    low, high = _bootstrap_mean_diff(a, b)
+    return {"delta": float((a - b).mean()), "pairs": 1, "ci_low": low, "ci_high": high,
+            "p": p, "test": f"McNemar exact ({len(a)} clips, {only_a} vs {only_b} "
+                            f"discordant; bootstrap CI)"}
+
+
+def _clip_correct(path) -> pd.Series | None:
+    """``correct`` per clip id from a run's ``predictions_test.csv``, or None."""
+    if not path or not Path(str(path)).is_file():
+        return None
+    df = pd.read_csv(path)
+    if "correct" not in df:
+        df["correct"] = (df["predicted"] == df["genre"]).astype(int)
+    return df.set_index("clip_id")["correct"]
+
+
+def compare(runs_a: pd.DataFrame, runs_b: pd.DataFrame, metric: str = "test/acc_clip",
+            test: str = "ttest") -> dict | None:
+    """Setting A against setting B on their matched repetitions (``rep`` column) of
+    ``metric``; ``predictions_csv`` columns give the per-clip test of a single pair. None
+    when they share no repetition with the metric."""
+    a = runs_a.dropna(subset=[metric]).drop_duplicates("rep").set_index("rep")
+    b = runs_b.dropna(subset=[metric]).drop_duplicates("rep").set_index("rep")
+    reps = [r for r in a.index if r in b.index]
+    if not reps:
+        return None
+    va, vb = a.loc[reps, metric].to_numpy(float), b.loc[reps, metric].to_numpy(float)
+    if len(reps) >= 2:
+        return repetitions_test(va, vb, test)
+    ca = _clip_correct(a.loc[reps[0]].get("predictions_csv"))
+    cb = _clip_correct(b.loc[reps[0]].get("predictions_csv"))
+    if ca is not None and cb is not None and set(ca.index) == set(cb.index) and len(ca):
+        return clips_test(ca.sort_index().to_numpy(), cb.sort_index().to_numpy())
+    return {"delta": float(va[0] - vb[0]), "pairs": 1, "ci_low": None, "ci_high": None,
+            "p": None, "test": "none (one run each, no shared per-clip predictions)"}
