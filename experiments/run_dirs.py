@@ -1,8 +1,10 @@
 """Run identities and directories: which config keys define a run, its name, its folder."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -84,3 +86,28 @@ def _is_rank_nonzero() -> bool:
     """DDP children re-run the entry point: they must reuse rank 0's directory."""
     ranks = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
     return any(int(os.environ.get(v, "0")) > 0 for v in ranks)
+
+
+@contextlib.contextmanager
+def exclusive_run(cfg, run_dir: Path):
+    """With ``train.resume=auto``, hold ``<run_dir>/.run.lock`` (an OS lock, released if the
+    process dies) while training: another process with the same config waits for it, then
+    finds the run complete (or resumes it from ``last.ckpt`` if the holder was killed).
+    DDP children (rank > 0) share rank 0's run and take no lock."""
+    if str(cfg.train.resume) != "auto" or _is_rank_nonzero():
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / ".run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logging.getLogger("experiments.train").info(
+            f"another process is training {run_dir} (the same config); waiting for it")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

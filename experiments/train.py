@@ -24,14 +24,23 @@ from omegaconf import OmegaConf
 from datamodules.publish import atomic_write_text
 from experiments.builders import build_model, build_trainer
 from experiments.config import main_guard, print_summary
-from experiments.run_dirs import config_hash, run_dir_for
+from experiments.run_dirs import config_hash, exclusive_run, run_dir_for
 
 log = logging.getLogger("experiments.train")  # the same name when run as __main__
 SUMMARY_KEYS = ("val/acc_clip", "test/acc_clip", "test/acc_segment", "test/f1_macro")
 
 
 def train(cfg) -> dict:
-    """Fit, test the best checkpoint once, write the run directory; returns the summary."""
+    """Fit, test the best checkpoint once, write the run directory; returns the summary.
+    With ``train.resume=auto`` one process at a time trains a run directory: a second
+    process with the same config (e.g. a sweep trial that differs only in a parameter its
+    mode ignores) waits, then returns the finished run's summary."""
+    run_dir, _ = run_dir_for(cfg)
+    with exclusive_run(cfg, run_dir):
+        return _train(cfg)
+
+
+def _train(cfg) -> dict:
     from datamodules.datamodule import GenreDataModule
     from datamodules.errors import UserError
     from datamodules.splits import protocol, protocol_label

@@ -1,6 +1,7 @@
 """train -> evaluate -> predict through their entry points (in-process, as the command line
 calls them), on a tiny GTZAN-layout fixture, plus kill -9 and resume=auto."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -157,3 +158,39 @@ def test_killed_run_resumes_from_last_checkpoint(trained):
     metrics = pd.read_csv(run / "metrics.csv")
     assert metrics.dropna(subset=["val/acc_clip"])["epoch"].max() == 5
     assert metrics["test/acc_clip"].notna().sum() == 1
+
+
+def test_a_trial_that_repeats_a_running_config_waits_for_it_and_reuses_its_run(
+        tmp_path, monkeypatch):
+    """Late fusion ignores model.tap: tap 1 and tap 3 are one run directory. While one
+    process trains it (holds its lock), another waits, then returns the finished summary."""
+    from filelock import FileLock
+
+    from experiments.config import compose
+    from experiments.run_dirs import run_dir_for
+
+    out = tmp_path / "out"
+    monkeypatch.setenv("MLFI_OUTPUT_DIR", str(out))
+    words = [*TINY, f"data.root={tmp_path / 'gtzan'}", "model=late_fusion", "train.resume=auto"]
+    run_dir, _ = run_dir_for(compose([*words, "model.tap=1"]))
+    assert run_dir_for(compose([*words, "model.tap=3"]))[0] == run_dir
+    lock = FileLock(str(run_dir / ".run.lock"))
+    run_dir.mkdir(parents=True)
+    lock.acquire()
+    p = subprocess.Popen([sys.executable, "-m", "experiments.train", *words, "model.tap=3"],
+                         cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, "MLFI_OUTPUT_DIR": str(out)})
+    try:
+        seen = []
+        for line in p.stderr:  # blocks until the child reports that it waits
+            seen.append(line)
+            if "another process is training" in line:
+                break
+        assert any(str(run_dir) in ln for ln in seen), seen
+        done = {"test/acc_clip": 0.625, "run_dir": str(run_dir)}
+        (run_dir / "summary.json").write_text(json.dumps(done))
+    finally:
+        lock.release()
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0, stderr[-2000:]
+    assert last_json(stdout) == done and "run already complete" in stderr
