@@ -102,7 +102,8 @@ def main() -> int:
     svm = svm_baseline(a.folds)
     rows += [("MFCC stats + SVM (train clips)", np.array(svm["train"])),
              ("MFCC stats + SVM (train+valid clips)", np.array(svm["train+valid"]))]
-    print(f"GTZAN mini (50 real clips), {a.folds}-fold CV, clip accuracy on the test fold")
+    print(f"GTZAN mini (50 real clips), {a.folds}-fold CV (not artist-filtered), clip accuracy "
+          f"on the test fold, mean and std over the folds")
     print(f"{'model':<42}{'mean %':>8}{'std %':>8}  per fold")
     summary = {"benchmark": "gtzan_mini_cv", "folds": a.folds, "results": {}}
     for name, acc in rows:

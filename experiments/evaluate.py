@@ -26,6 +26,7 @@ _STAGE = {"test": "test", "valid": "val"}
 
 def evaluate(cfg) -> dict:
     from datamodules.datamodule import GenreDataModule
+    from datamodules.splits import protocol, protocol_label
     from lightning_modules.base import DataMismatchError
 
     split = str(cfg.split)
@@ -53,14 +54,17 @@ def evaluate(cfg) -> dict:
     clips = dm.clips(split)
     write_predictions(out / f"predictions_{split}.csv", clips, results.probs, labels)
     metrics = {k.replace(f"{stage}/", f"{split}/"): float(v) for k, v in res.items()}
-    summary = {**metrics, "split": split, "clips": int(len(clips)),
+    proto = protocol(dm.index, cfg.data)
+    summary = {**metrics, "split": split, "clips": int(len(clips)), "protocol": proto,
+               "protocol_label": protocol_label(proto),
                "per_class": report, "confusion_png": str(png),
                "predictions_csv": str(out / f"predictions_{split}.csv"),
                "checkpoint": str(cfg.checkpoint)}
     (out / f"report_{split}.json").write_text(json.dumps(summary, indent=2))
     log(f"{split}: clip acc {metrics.get(f'{split}/acc_clip', float('nan')):.4f}, segment acc "
         f"{metrics.get(f'{split}/acc_segment', float('nan')):.4f}, macro F1 "
-        f"{metrics.get(f'{split}/f1_macro', float('nan')):.4f} over {len(clips)} clips")
+        f"{metrics.get(f'{split}/f1_macro', float('nan')):.4f} over {len(clips)} clips "
+        f"({protocol_label(proto)})")
     log(f"{'genre':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for r in report:
         log(f"{r['genre']:<14}{r['precision']:>10.3f}{r['recall']:>10.3f}{r['f1']:>10.3f}"

@@ -34,7 +34,7 @@ EXTRA_PREFIXES = ("ablation/",)
 COMPARED = "test/acc_clip"
 BASELINE = "late_fusion"
 REFERENCES = ("chosen", BASELINE)
-_REP_NAMES = {"seed": ("seed", "seeds"), "data.fold": ("fold", "folds")}
+_REP_NAMES = {"seed": "seeds", "data.fold": "folds"}
 
 
 def _missing(v) -> bool:
@@ -59,8 +59,7 @@ def repetitions_kind(reps: list[dict]) -> str:
     for key in ("data.fold", "seed"):
         distinct = {json.dumps(r.get(key)) for r in reps if key in r}
         if len(distinct) > 1:
-            one, many = _REP_NAMES[key]
-            parts.append(f"{len(distinct)} {many if len(distinct) > 1 else one}")
+            parts.append(f"{len(distinct)} {_REP_NAMES[key]}")
             full *= len(distinct)
     kind = " x ".join(parts) if parts else ("1 run" if len(reps) == 1 else f"{len(reps)} runs")
     if parts and full != len(reps):
@@ -125,8 +124,11 @@ def aggregate(records: list[dict], spec: dict, test: str = "ttest"
 
 
 def baseline_of(table: pd.DataFrame, i: int) -> int | None:
-    """The row of the late-fusion setting that shares most parameters with row ``i`` (None
-    when the sweep has none, or two share equally many)."""
+    """The row of the late-fusion setting that shares most parameters with row ``i``: ``i``
+    itself for a late-fusion setting; None when the sweep has none, or two share equally
+    many."""
+    if table.loc[i, "mode"] == BASELINE:
+        return i
     mine = json.loads(table.loc[i, "setting"])
     scored = []
     for j in table.index[table["mode"] == BASELINE]:
@@ -255,6 +257,9 @@ def render_markdown(table, trials, records, spec, meta, overrides: list[str] = (
     extra = [c[:-5] for c in table.columns if c.endswith(" mean") and c[:-5] not in METRICS]
     if extra:
         lines += ["", "## Interpretability (mean ± std over repetitions, %)", "",
+                  "Ablations of each run's best checkpoint on `callbacks.ablation.split` "
+                  "(default: every test clip), clip level; each run's `ablation.csv` has "
+                  "95 % bootstrap CIs over its clips.", "",
                   "| " + " | ".join(vary + extra) + " |", "|" + "---|" * (len(vary) + len(extra))]
         for _, r in table.iterrows():
             lines.append("| " + " | ".join([cell(r.get(k)) for k in vary] + [

@@ -235,3 +235,19 @@ def test_wandb_backend_registers_a_complete_spec(tmp_path, capsys, monkeypatch):
     out, err = capsys.readouterr()
     assert rc == 2 and "train.test=false" in err and "entity=team" not in err
     assert len(registered) == 1
+
+
+def test_a_kfold_sweep_is_one_setting_per_mode_over_its_folds(tmp_path, sweep):
+    p = write_sweep(tmp_path / "cv.yaml", {
+        "data.split": {"value": "kfold"}, "data.fold": {"values": [0, 1, 2, 3, 4]},
+        "model": {"values": ["late_fusion", "mid_two_way"]}, "seed": {"values": [0, 1]}})
+    r = sweep(p, env={"MLFI_OUTPUT_DIR": str(tmp_path / "out")})
+    assert r.returncode == 0, r.stderr
+    s = last_json(r.stdout)
+    assert s["trials"] == 20 and s["ok"] == 20
+    assert s["chosen"] == {"data.split": "kfold", "model": "mid_two_way"}  # no fold in it
+    assert s["chosen_runs"] == 10 and s["chosen_repetitions"] == "5 folds x 2 seeds"
+    rows = list(csv.DictReader(open(tmp_path / "out" / "sweeps" / "cv" / "results.csv")))
+    assert [(r["model"], r["runs"]) for r in rows] == [
+        ("late_fusion", "10"), ("mid_two_way", "10")]
+    assert "data.fold" not in rows[0]

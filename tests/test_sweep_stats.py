@@ -150,6 +150,8 @@ def test_late_fusion_baseline_is_the_one_sharing_most_parameters():
     for bb in ("serial_cnn", "parallel_cnn"):
         mid = table[(table["model"] == "mid_two_way") & (table["backbone"] == bb)].iloc[0]
         assert mid["delta vs late_fusion"] == pytest.approx(0.1 - 0.01)  # same backbone
+    # A late-fusion setting is its own baseline, not compared with the other backbone's.
+    assert table.loc[table["model"] == "late_fusion", "delta vs late_fusion"].isna().all()
 
 
 def test_gtzan_modes_runs_sixty_distinct_trials_not_ninety(capsys):

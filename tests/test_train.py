@@ -91,6 +91,7 @@ def test_evaluate_reports_per_class_metrics_and_confusion(trained):
     e = last_json(r.stdout)
     assert e["test/acc_clip"] == pytest.approx(s["test/acc_clip"], abs=1e-6)
     assert len(e["per_class"]) == 10 and e["clips"] == 10
+    assert e["protocol"]["clips"]["test"] == 10 and "random split" in e["protocol_label"]
     assert sum(c["support"] for c in e["per_class"]) == 10
     pred = pd.read_csv(e["predictions_csv"])
     assert len(pred) == 10 and (pred["predicted"] == pred["genre"]).mean() == pytest.approx(
