@@ -48,3 +48,32 @@ class FileSegmenter:
         out = {k: torch.stack([v[:, s:s + self.seg] for s in starts])[:, None]
                for k, v in feats.items()}
         return out, starts
+
+
+# ------------------------------------------------------------ decoding in worker processes
+_WORKER: dict = {}
+
+
+def init_worker(extra: dict) -> None:
+    """Pool initializer: one feature extractor per worker, one torch thread each (the
+    workers are the parallelism)."""
+    torch.set_num_threads(1)
+    _WORKER["segmenter"] = FileSegmenter(extra, device="cpu")
+
+
+def file_features(path: str, segmenter: FileSegmenter | None = None) -> dict:
+    """Decode ``path`` and compute its features: ``{"file", "features": {name: [F, T]
+    float32 numpy}, "seconds", "source_rate", "channels"}``, or ``{"file", "error"}`` for a
+    file that cannot be used (the others go on)."""
+    from .audio import AudioDecodeError
+
+    seg = segmenter or _WORKER["segmenter"]
+    try:
+        feats, d = seg.features(path)
+    except AudioDecodeError as e:
+        return {"file": str(path), "error": e.reason}
+    except (OSError, RuntimeError, ValueError) as e:  # e.g. a file that vanished mid-run
+        return {"file": str(path), "error": f"{type(e).__name__}: {e}"}
+    return {"file": str(path), "features": {k: v.numpy() for k, v in feats.items()},
+            "seconds": round(float(d.source_seconds), 2), "source_rate": d.source_rate,
+            "channels": d.channels}

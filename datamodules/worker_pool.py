@@ -15,7 +15,7 @@ from collections.abc import Callable
 from multiprocessing.pool import Pool
 
 # The modules whose functions the workers run (imported by the fork server when it starts).
-PRELOAD = ("datamodules.parallel_decode", "datamodules.synth")
+PRELOAD = ("datamodules.parallel_decode", "datamodules.synth", "datamodules.inference")
 
 
 def worker_pool(processes: int, initializer: Callable[[], None] | None = None) -> Pool:

@@ -12,6 +12,7 @@ mapping: it is merged at the top level (e.g. the synthetic demo's CPU-sized feat
 """
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -66,6 +67,14 @@ def _load_yaml(path: Path) -> DictConfig:
     return cfg
 
 
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """' Did you mean `x`?' for the closest of ``choices`` (``prefix.x`` when given), or ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f" Did you mean `{prefix + '.' if prefix else ''}{close[0]}`?"
+
+
 def _check_key(cfg: DictConfig, key: str) -> None:
     """Raise ConfigError when ``key`` (dotted) is not in ``cfg``, listing the valid keys."""
     node: Any = cfg
@@ -74,10 +83,12 @@ def _check_key(cfg: DictConfig, key: str) -> None:
         where = ".".join(parts[:i]) or "the top level"
         if isinstance(node, DictConfig):
             if part not in node:
-                valid = ", ".join(sorted(str(k) for k in node.keys())) or "(none)"
+                keys = sorted(str(k) for k in node.keys())
+                hint = did_you_mean(part, keys, prefix=".".join(parts[:i]))
                 raise ConfigError(
-                    f"unknown config key {key!r}: {part!r} is not in {where}. "
-                    f"Valid keys there: {valid}. (Prefix with + to add a new key.)")
+                    f"unknown config key {key!r}: {part!r} is not in {where}.{hint} "
+                    f"Valid keys there: {', '.join(keys) or '(none)'}. (Prefix with + to add "
+                    f"a new key.)")
             node = node._get_node(part)
             node = node if isinstance(node, (DictConfig, ListConfig)) else None
         elif isinstance(node, ListConfig):
@@ -108,9 +119,10 @@ def compose(argv: Iterable[str] = (), extra: dict | None = None,
         key, value, add = _split_word(word)
         if "." not in key and key in available and not add:
             if value not in available[key]:
+                hint = did_you_mean(value, available[key])
                 raise ConfigError(
-                    f"unknown {key} {value!r}: choose one of {', '.join(available[key])} "
-                    f"(files in {config_dir / key})")
+                    f"unknown {key} {value!r}:{hint} Choose one of "
+                    f"{', '.join(available[key])} (files in {config_dir / key})")
             selected[key] = value
         else:
             overrides.append((key, value, add))

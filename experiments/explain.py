@@ -1,6 +1,6 @@
 """Explain a checkpoint's predictions on audio files: Grad-CAM and Guided Grad-CAM per branch.
 
-    python -m experiments.explain checkpoint=PATH files=[a.mp3,b.wav] [out=DIR]
+    python -m experiments.explain checkpoint=PATH files=[a.mp3,/music,'*.flac'] [out=DIR]
 
 Each file (any format libsndfile reads, any rate and channel count) is cut into the
 training segment length; its genre is the mean of the segments' probabilities. Every
@@ -9,7 +9,9 @@ and upsampled to the branch's input grid, then stitched over the whole file (ove
 windows averaged) and normalised once per file. One PNG per branch per file
 (``<out>/<stem>_<branch>.png``: the input, the Grad-CAM overlay with the most attributed
 span outlined, the Guided Grad-CAM map). ``out`` defaults to ``<run_dir>/explain/`` (the
-checkpoint's run directory).
+checkpoint's run directory). ``files`` mixes files, folders (recursive) and glob patterns.
+``<out>/index.html`` shows every file: the genre probabilities, the overlays, the most
+attributed span in words, and any error (``experiments/report_html.py``).
 
 "top" per branch: ``time_s`` is the ``top_seconds`` window (default: the segment length)
 with the highest mean Grad-CAM; within it, Mel: ``freq_hz`` = the centre frequencies of
@@ -18,8 +20,9 @@ the lowest and highest band of the shortest contiguous band range holding ``top_
 most attributed first, holding ``top_mass`` of it.
 
 Last stdout line: ``{"explanations": [{"file", "genre", "probabilities", "segments",
-"pngs": {branch: path}, "top": {branch: {...}}}, ...], "checkpoint", "out"}``; a file that
-cannot be read gets ``{"file", "error"}`` and the others go on. Progress goes to stderr.
+"pngs": {branch: path}, "top": {branch: {...}}}, ...], "checkpoint", "out", "report"}``; a
+file that cannot be read gets ``{"file", "error"}`` and the others go on. Progress goes to
+stderr.
 """
 from __future__ import annotations
 
@@ -165,11 +168,18 @@ def explain_file(model, segmenter, path, out_dir: Path, axes, methods, batch_siz
 
 def explain(cfg) -> dict:
     from datamodules.inference import FileSegmenter
+    from datamodules.inputs import expand_inputs
+    from experiments.report_html import write_report
     from lightning_modules.callbacks.plots import FeatureAxes
 
-    files = [cfg.files] if isinstance(cfg.files, str) else list(cfg.files)
-    if not files:
-        raise UserError("files=[...] is required, e.g. files=[song.mp3,other.wav]")
+    names = [cfg.files] if isinstance(cfg.files, str) else [str(f) for f in cfg.files]
+    if not names:
+        raise UserError("files=[...] is required: files, folders or glob patterns, e.g. "
+                        "files=[song.mp3,/music]")
+    inputs = expand_inputs(names)
+    files = inputs.files
+    if inputs.ignored:
+        log(f"{inputs.ignored} non-audio files ignored")
     methods = [cfg.methods] if isinstance(cfg.methods, str) else [str(m) for m in cfg.methods]
     model = load_checkpoint_model(cfg).to(str(cfg.device))
     extra = dict(model.hparams.get("extra") or {})
@@ -185,7 +195,9 @@ def explain(cfg) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = FileSegmenter(extra, device=str(cfg.device))
     axes = FeatureAxes.from_model(model)
-    results, stems = [], set()
+    results, stems = list(inputs.errors), set()
+    for e in inputs.errors:
+        log(f"{e['file']}: error: {e['error']}")
     for i, f in enumerate(files):
         stem = Path(str(f)).stem
         if stem in stems:
@@ -203,7 +215,10 @@ def explain(cfg) -> dict:
             r = {"file": str(f), "error": e.reason}
             log(f"  error: {e.reason}")
         results.append(r)
-    return {"explanations": results, "checkpoint": str(cfg.checkpoint), "out": str(out_dir)}
+    report = write_report(out_dir, results, str(cfg.checkpoint), methods)
+    log(f"report: {report}")
+    return {"explanations": results, "checkpoint": str(cfg.checkpoint), "out": str(out_dir),
+            "report": str(report)}
 
 
 def main(cfg) -> int:

@@ -31,11 +31,32 @@ def test_unknown_key_lists_valid_keys():
         compose(["data.rot=/x"])
     msg = str(e.value)
     assert "'data.rot'" in msg and "root" in msg and "split" in msg
+    assert "Did you mean `data.root`?" in msg
 
 
 def test_unknown_group_option_lists_choices():
-    with pytest.raises(ConfigError, match="unknown model 'nope': choose one of .*mid_two_way"):
+    with pytest.raises(ConfigError, match="unknown model 'nope': Choose one of .*mid_two_way"):
         compose(["model=nope"])
+    with pytest.raises(ConfigError, match="unknown model 'mid_twoway': Did you mean "
+                                          "`mid_two_way`"):
+        compose(["model=mid_twoway"])
+
+
+@pytest.mark.parametrize("word, hint", [
+    ("trainr.max_epochs=3", "Did you mean `trainer`?"),
+    ("trainer.max_epoch=3", "Did you mean `trainer.max_epochs`?"),
+    ("callbacks.ablation.max_segment=3", "Did you mean `callbacks.ablation.max_segments`?"),
+])
+def test_a_mistyped_key_suggests_the_closest_valid_one(word, hint):
+    with pytest.raises(ConfigError) as e:
+        compose([word])
+    assert hint in str(e.value)
+
+
+def test_a_word_far_from_every_key_gets_no_suggestion():
+    with pytest.raises(ConfigError) as e:
+        compose(["data.zzzzzz=1"])
+    assert "Did you mean" not in str(e.value)
 
 
 def test_plus_adds_a_key_and_bad_words_are_errors():

@@ -1,6 +1,8 @@
 """``python -m experiments.explain``: overlays per branch per file, top spans, bad files."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -114,3 +116,58 @@ def test_explain_writes_overlays_top_spans_and_reports_a_bad_file(tmp_path):
     assert second == {"file": str(bad), "error": second["error"]}
     assert "not a readable audio file" in second["error"]
     assert "notes.wav" in res.stderr  # progress on stderr
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_explain_a_folder_writes_a_report_that_a_browser_renders(tmp_path):
+    import re
+    import subprocess
+
+    run_dir = tmp_path / "run"
+    ckpt = _checkpoint(run_dir)
+    music = tmp_path / "my music"
+    (music / "live").mkdir(parents=True)
+    sf.write(str(music / "live" / "café song.wav"), tone(4.0, sr=22050, freq=262.0), 22050)
+    sf.write(str(music / "b.flac"), tone(3.5, sr=44100, freq=392.0), 44100)
+    (music / "._b.flac").write_bytes(b"\x00\x05\x16\x07")
+    (music / "broken.mp3").write_bytes(b"ID3 not really an mp3")
+    out = tmp_path / "report"
+    res = call_cli("experiments.explain", f"checkpoint={ckpt}", f"files=['{music}']",
+                   f"out={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = last_json(res.stdout)
+    names = [Path(e["file"]).name for e in s["explanations"]]
+    assert names == ["b.flac", "broken.mp3", "café song.wav"]  # ._b.flac is litter
+    page = (out / "index.html").read_text()
+    assert s["report"] == str(out / "index.html") and "http" not in page  # no network
+    genres = [e["genre"] for e in s["explanations"] if "genre" in e]
+    assert len(genres) == 2 and "error: " in page
+    imgs = re.findall(r'<img src="([^"]+)"', page)
+    assert len(imgs) == 4 and all((out / i).is_file() for i in imgs)  # 2 files x 2 branches
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--virtual-time-budget=5000"]
+    url = (out / "index.html").as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert 'data-images-loaded="4"' in dom and 'data-images-total="4"' in dom
+    assert "4 of 4 images loaded" in dom
+    for e in s["explanations"]:
+        section = dom.split(Path(e["file"]).name, 1)[1][:3000]
+        assert (f'class="genre">{e["genre"]}<' in section) if "genre" in e \
+            else "error:" in section
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,2000", url],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape == (2000, 1280) and img.std() > 10  # a rendered page, not a blank one

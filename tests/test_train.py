@@ -195,3 +195,100 @@ def test_a_trial_that_repeats_a_running_config_waits_for_it_and_reuses_its_run(
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 0, stderr[-2000:]
     assert last_json(stdout) == done and "run already complete" in stderr
+
+
+# ----------------------------------------------------------------- your own music
+def _library(root):
+    """A user's folder: nested audio, macOS litter, a hidden folder, non-audio files."""
+    (root / "album one").mkdir(parents=True)
+    (root / "album one" / "disc 2").mkdir()
+    (root / ".cache").mkdir()
+    sf.write(str(root / "album one" / "01 intro é.wav"), tone(3.2, sr=22050), 22050)
+    x = tone(4.0, sr=44100, freq=330.0)
+    sf.write(str(root / "album one" / "disc 2" / "02.flac"), np.stack([x, x], 1), 44100)
+    sf.write(str(root / "single.ogg"), tone(3.5, sr=16000, freq=550.0), 16000,
+             format="OGG", subtype="VORBIS")
+    (root / "album one" / "._01 intro é.wav").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    sf.write(str(root / ".cache" / "hidden.wav"), tone(3.0), 22050)
+    (root / "album one" / "cover.jpg").write_bytes(b"\xff\xd8\xff")
+    (root / "playlist.m3u").write_text("single.ogg\n")
+    return root
+
+
+def test_predict_takes_folders_globs_and_files_in_any_mix(trained, tmp_path):
+    _, _, env, s, _ = trained
+    lib = _library(tmp_path / "music")
+    sf.write(str(tmp_path / "loose.wav"), tone(3.5), 22050)
+    r = call_cli("experiments.predict", f"checkpoint={s['checkpoint']}",
+                 f"files=[{lib / 'album one'},'{tmp_path}/*.wav','{lib}/**/*.ogg',"
+                 f"{tmp_path}/missing.mp3,'{tmp_path}/*.xyz']", "workers=2", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = last_json(r.stdout)
+    names = [p["file"].rsplit("/", 1)[1] for p in res["predictions"]]
+    assert names == ["missing.mp3", "*.xyz", "01 intro é.wav", "02.flac", "loose.wav",
+                     "single.ogg"]
+    assert res["predictions"][0]["error"] == "no such file or folder"
+    assert res["predictions"][1]["error"] == "pattern matched no audio file"
+    assert res["predicted"] == 4 and res["errors"] == 2 and res["ignored_non_audio"] == 1
+    assert "1 non-audio files ignored" in r.stderr  # cover.jpg; ._*, .cache/ are litter
+
+
+def test_batched_predictions_equal_one_file_at_a_time(trained, tmp_path):
+    from datamodules.inference import FileSegmenter
+    from experiments.predict import predict_batches, predict_file
+    from lightning_modules import load_model
+
+    _, _, _, s, _ = trained
+    lib = _library(tmp_path / "music")
+    files = sorted(str(p) for p in lib.rglob("*") if p.suffix in (".wav", ".flac", ".ogg")
+                   and "._" not in p.name and ".cache" not in str(p))
+    model = load_model(s["checkpoint"])
+    seg = FileSegmenter(model.hparams.extra)
+    single = {f: predict_file(model, seg, f) for f in files}
+    groups = list(predict_batches(model, files, workers=2, batch_size=4))
+    assert len(groups) > 1  # several files per model batch, in more than one batch
+    batched = {r["file"]: r for g in groups for r in g}
+    assert set(batched) == set(files)
+    for f in files:
+        for g, p in single[f]["probabilities"].items():
+            assert batched[f]["probabilities"][g] == pytest.approx(p, abs=2e-5)
+        assert batched[f]["segments"] == single[f]["segments"]
+
+
+def test_predict_streams_a_csv_that_survives_kill_9_and_resumes(trained, tmp_path):
+    _, _, env, s, _ = trained
+    lib = tmp_path / "many"
+    lib.mkdir()
+    for i in range(40):
+        sf.write(str(lib / f"clip{i:02d}.wav"), tone(3.5, freq=200.0 + 20 * i), 22050)
+    sf.write(str(lib / "broken.wav"), np.full(22050, np.nan, dtype=np.float32), 22050,
+             subtype="FLOAT")
+    out = tmp_path / "preds.csv"
+    args = [f"checkpoint={s['checkpoint']}", f"files=[{lib}]", f"out={out}", "batch_size=2",
+            "workers=1"]
+    p = subprocess.Popen([sys.executable, "-m", "experiments.predict", *args], cwd=REPO,
+                         env={**os.environ, **env}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.is_file() or
+                                      len(out.read_text().splitlines()) < 4):
+        time.sleep(0.1)
+    p.kill()  # SIGKILL: no cleanup runs
+    p.wait()
+    first = pd.read_csv(out)
+    assert 3 <= len(first) < 41, len(first)  # stopped part-way, whole rows only
+    with open(out, "a") as fh:
+        fh.write(f"{lib}/clip39.wav,rock,0.9")  # a row cut mid-write
+    r = run_cli("experiments.predict", *args, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = last_json(r.stdout)
+    assert res["skipped"] == len(first) and res["predicted"] + res["errors"] == 41 - len(first)
+    table = pd.read_csv(out)
+    assert len(table) == 41 and table["file"].is_unique  # every file once
+    bad = table[table["file"].str.endswith("broken.wav")].iloc[0]
+    assert isinstance(bad["error"], str) and pd.isna(bad["genre"])
+    good = table[table["error"].isna()]
+    assert (good["p"] >= good["p_2"]).all() and (good["segments"] >= 1).all()
+    assert "file/s" in r.stderr or "files/s" in r.stderr or "it/s" in r.stderr
+    again = last_json(run_cli("experiments.predict", *args, env=env).stdout)
+    assert again["skipped"] == 41 and again["predicted"] == 0  # all done: nothing to redo

@@ -1,0 +1,93 @@
+"""The audio files a user names: files, folders (recursive) and glob patterns, in any mix."""
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+# What libsndfile (with MPEG support) reads, by extension.
+AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".au", ".snd", ".aif", ".aiff", ".aifc",
+                              ".flac", ".ogg", ".oga", ".opus", ".mp3", ".caf", ".w64",
+                              ".rf64", ".voc", ".sf", ".ircam", ".mat", ".pvf", ".xi",
+                              ".htk", ".sd2", ".wv"})
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_litter(path: Path) -> bool:
+    """Files a folder walk leaves out: macOS resource forks (``._*``) and hidden files."""
+    return path.name.startswith(".")
+
+
+def is_audio(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS and not is_litter(path)
+
+
+@dataclass
+class Inputs:
+    """``files``: the audio files, each once, in the order named (folders sorted);
+    ``errors``: ``{"file", "error"}`` for a name that is neither a file, a folder nor a
+    matching pattern; ``ignored``: how many non-audio files folders and patterns held."""
+
+    files: list[str] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    ignored: int = 0
+
+
+def _walk(folder: Path) -> tuple[list[Path], int]:
+    audio, other = [], 0
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        if is_audio(p):
+            audio.append(p)
+        else:
+            other += 1
+    return audio, other
+
+
+def expand_inputs(names: Iterable[str]) -> Inputs:
+    """Resolve ``names``: a file is taken as it is (libsndfile decides whether it can read
+    it); a folder gives every audio file under it (recursive, by extension, litter and
+    hidden files left out); a name with ``* ? [`` is a glob pattern (``**`` recursive) whose
+    files and folders are taken the same way."""
+    out = Inputs()
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = str(p.resolve())
+        if key not in seen:
+            seen.add(key)
+            out.files.append(str(p))
+
+    for name in names:
+        name = str(name)
+        path = Path(name).expanduser()
+        if path.is_dir():
+            audio, other = _walk(path)
+            out.ignored += other
+            if not audio:
+                out.errors.append({"file": name, "error": "folder holds no audio files "
+                                   f"(extensions: {', '.join(sorted(AUDIO_EXTENSIONS))})"})
+            for p in audio:
+                add(p)
+        elif path.is_file():
+            add(path)
+        elif _GLOB_CHARS & set(name):
+            matches = sorted(glob.glob(str(path), recursive=True))
+            before = len(out.files)
+            for m in map(Path, matches):
+                if m.is_dir():
+                    audio, other = _walk(m)
+                    out.ignored += other
+                    for p in audio:
+                        add(p)
+                elif is_audio(m):
+                    add(m)
+                elif m.is_file():
+                    out.ignored += 1
+            if len(out.files) == before:
+                out.errors.append({"file": name, "error": "pattern matched no audio file"})
+        else:
+            out.errors.append({"file": name, "error": "no such file or folder"})
+    return out
