@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -35,15 +36,26 @@ class Inputs:
 
 
 def _walk(folder: Path) -> tuple[list[Path], int]:
+    """Audio files under ``folder`` (sorted; symlinked folders followed once, hidden ones
+    left out) and the number of other files."""
     audio, other = [], 0
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+    visited: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:  # a link back up the tree
+            dirs[:] = []
             continue
-        if is_audio(p):
-            audio.append(p)
-        else:
-            other += 1
-    return audio, other
+        visited.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            p = Path(root) / name
+            if name.startswith(".") or not p.is_file():
+                continue
+            if is_audio(p):
+                audio.append(p)
+            else:
+                other += 1
+    return sorted(audio), other
 
 
 def expand_inputs(names: Iterable[str]) -> Inputs:

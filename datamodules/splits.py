@@ -126,5 +126,7 @@ def protocol_label(p: dict, fold: bool = True) -> str:
     artists = {True: "artist-filtered", False: "not artist-filtered",
                None: "synthetic, no artists"}[p.get("artist_filtered")]
     c = p["clips"]
+    if p["split"] == "kfold" and not fold:  # split sizes differ by a clip between folds
+        return f"{p['dataset']} {split}, {artists}, {sum(c.values())} clips"
     return (f"{p['dataset']} {split}, {artists}, "
             f"{c['train']}/{c['valid']}/{c['test']} train/valid/test clips")

@@ -199,9 +199,9 @@ def explain(cfg) -> dict:
     for e in inputs.errors:
         log(f"{e['file']}: error: {e['error']}")
     for i, f in enumerate(files):
-        stem = Path(str(f)).stem
-        if stem in stems:
-            stem = f"{stem}-{i}"
+        stem, k = Path(str(f)).stem, 1
+        while stem in stems:  # two files of the same name in different folders
+            stem, k = f"{Path(str(f)).stem}-{k + 1}", k + 1
         stems.add(stem)
         log(f"[{i + 1}/{len(files)}] {f}")
         try:

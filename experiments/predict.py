@@ -22,9 +22,11 @@ is a JSON summary: the counts and the CSV's path, or, without ``out``, every pre
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -65,8 +67,16 @@ def _decoded(files: list[str], extra: dict, workers: int) -> Iterator[dict]:
     from datamodules.worker_pool import worker_pool
 
     pool = worker_pool(workers, initializer=_Init(extra))
+    ahead: deque = deque()  # at most 2 files per worker decoded ahead of the model
+    todo = iter(files)
     try:
-        yield from pool.imap(file_features, files, chunksize=1)
+        for f in itertools.islice(todo, 2 * workers):
+            ahead.append(pool.apply_async(file_features, (f,)))
+        while ahead:
+            rec = ahead.popleft().get()
+            for f in itertools.islice(todo, 1):
+                ahead.append(pool.apply_async(file_features, (f,)))
+            yield rec
     finally:
         pool.terminate()
         pool.join()
@@ -164,15 +174,21 @@ class PredictionCSV:
         if self.path.is_file() and self.path.stat().st_size:
             self._resume()
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", newline="") as fh:
-                csv.writer(fh).writerow(self.columns)
+            self._header()
+
+    def _header(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as fh:
+            csv.writer(fh).writerow(self.columns)
 
     def _resume(self) -> None:
         data = self.path.read_bytes()
         if not data.endswith(b"\n"):  # a row cut by kill -9: drop it
             data = data[:data.rfind(b"\n") + 1]
             self.path.write_bytes(data)
+        if not data:  # killed while writing the header
+            self._header()
+            return
         rows = list(csv.reader(data.decode().splitlines()))
         if not rows or rows[0] != self.columns:
             raise UserError(f"out={self.path} holds other columns ({rows[0] if rows else []}); "

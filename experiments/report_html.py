@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1d1d1f; max-width: 1200px; }
@@ -84,7 +85,7 @@ def write_report(out_dir: Path, results: list[dict], checkpoint: str,
         parts.append(_probabilities(r["probabilities"], r["genre"]))
         parts.append(f'<p class="words">{_words(r.get("top", {}))}</p>')
         for branch, png in r.get("pngs", {}).items():
-            rel = os.path.relpath(png, out_dir)
+            rel = quote(Path(os.path.relpath(png, out_dir)).as_posix())  # '#', '?', '%'
             parts.append(f'<img src="{html.escape(rel)}" alt="{name}: {html.escape(branch)} '
                          f'input and attribution maps">')
         parts.append("</section>")

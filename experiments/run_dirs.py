@@ -47,6 +47,11 @@ def identity(cfg) -> dict:
     for key in ignored_keys(cfg.model.mode, cfg.backbone.get("match_params")):
         node, leaf = key.split(".")
         d[node].pop(leaf, None)
+    # The width knobs at their defaults leave the identity of earlier runs unchanged.
+    if d["backbone"].get("width") == 1.0:
+        d["backbone"].pop("width")
+    if d["backbone"].get("match_params") is None:
+        d["backbone"].pop("match_params", None)
     for key in _IDENTITY_EXCLUDE:
         node, *rest = key.split(".")
         if rest and isinstance(d.get(node), dict):

@@ -126,6 +126,7 @@ def plan(spec: dict, count: int | None = None, seed: int = 0, overrides: list[st
     trials, collapsed = distinct_trials(expanded, list(overrides))
     if count and spec["method"] == "grid":
         trials = trials[:int(count)]
+        collapsed = [c for c in collapsed if c["same_as"] in trials]
     return trials, collapsed
 
 

@@ -42,10 +42,16 @@ def _missing(v) -> bool:
 
 
 def fmt(mean, std, n) -> str:
-    """A fraction as "mean ± std" in percent (mean alone for one run), "-" when missing."""
+    """A fraction as "mean ± std" in percent (mean alone from one value), "-" when
+    missing."""
     if _missing(mean):
         return "-"
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
+
+
+def stat(r, m: str) -> str:
+    """:func:`fmt` of metric ``m`` in table row ``r`` (its own count of values)."""
+    return fmt(r[f"{m} mean"], r[f"{m} std"], r[f"{m} n"])
 
 
 def _rounded(v):
@@ -110,13 +116,16 @@ def aggregate(records: list[dict], spec: dict, test: str = "ttest"
         for m in (*METRICS, *extra):
             vals = g[m].dropna().to_numpy()
             row[f"{m} mean"] = float(vals.mean()) if len(vals) else float("nan")
-            row[f"{m} std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            row[f"{m} std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+            row[f"{m} n"] = len(vals)
         groups.append(row)
     table = pd.DataFrame(groups)
     table["chosen"] = False
     col = chosen_column(table, spec)
     if table[col].notna().any():
-        goal = spec["metric"].get("goal", "maximize")
+        # the sweep's goal applies to its own metric; the fallback (accuracy) is maximised
+        own = col == f"{spec['metric']['name']} mean"
+        goal = spec["metric"].get("goal", "maximize") if own else "maximize"
         best = table[col].idxmax() if goal == "maximize" else table[col].idxmin()
         table.loc[best, "chosen"] = True
     add_comparisons(table, trials, test)
@@ -238,7 +247,7 @@ def render_markdown(table, trials, records, spec, meta, overrides: list[str] = (
     for _, r in table.iterrows():
         cells = [cell(r.get(k)) for k in vary] + [f"{r['runs']} ({r['repetitions']})"]
         cells += capacity_cells(r)
-        cells += [fmt(r[f"{m} mean"], r[f"{m} std"], r["runs"]) for m in METRICS]
+        cells += [stat(r, m) for m in METRICS]
         cells.append("★" if r["chosen"] else "")
         lines.append("| " + " | ".join(cells) + " |")
     if not table["chosen"].any():
@@ -262,8 +271,8 @@ def render_markdown(table, trials, records, spec, meta, overrides: list[str] = (
                   "95 % bootstrap CIs over its clips.", "",
                   "| " + " | ".join(vary + extra) + " |", "|" + "---|" * (len(vary) + len(extra))]
         for _, r in table.iterrows():
-            lines.append("| " + " | ".join([cell(r.get(k)) for k in vary] + [
-                fmt(r[f"{m} mean"], r[f"{m} std"], r["runs"]) for m in extra]) + " |")
+            lines.append("| " + " | ".join([cell(r.get(k)) for k in vary]
+                                           + [stat(r, m) for m in extra]) + " |")
     fixed = {k: v for k, v in json.loads(table["setting"].iloc[0]).items() if k not in vary}
     lines += ["", f"Fixed for every trial: `{json.dumps(fixed)}`"]
     if overrides:
@@ -288,8 +297,7 @@ def _delta_cell(r, ref: str) -> str:
 def render_terminal(table, trials=None) -> str:
     vary = varying_keys(table)
     rows = [[cell(r.get(k)) for k in vary] + [str(r["runs"])] + capacity_cells(r)
-            + [fmt(r[f"{m} mean"], r[f"{m} std"], r["runs"]) for m in
-               ("val/acc_clip", "test/acc_clip", "test/f1_macro")]
+            + [stat(r, m) for m in ("val/acc_clip", "test/acc_clip", "test/f1_macro")]
             + [_delta_cell(r, BASELINE), _delta_cell(r, "chosen"), "*" if r["chosen"] else ""]
             for _, r in table.iterrows()]
     head = vary + ["runs", "params", "MFLOPs", "val acc_clip %", "test acc_clip %",

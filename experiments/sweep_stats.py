@@ -46,7 +46,9 @@ def repetitions_test(a: np.ndarray, b: np.ndarray, test: str = "ttest") -> dict:
     from scipy import stats
 
     a, b = np.asarray(a, float), np.asarray(b, float)
-    d = a - b
+    # Accuracies are k/N (N < 10^6; logged as float32): rounding to 6 decimals removes noise
+    # that would pass for variance (a spurious p ~ 1e-14) or break ties in the ranks.
+    d = np.round(a - b, 6)
     n = len(d)
     out = {"delta": float(d.mean()), "pairs": n}
     if test == "ttest":
@@ -55,17 +57,17 @@ def repetitions_test(a: np.ndarray, b: np.ndarray, test: str = "ttest") -> dict:
                        p=1.0 if d[0] == 0 else None,
                        test=f"paired t-test ({n} pairs; identical differences)")
             return out
-        res = stats.ttest_rel(a, b)
+        res = stats.ttest_1samp(d, 0.0)  # = ttest_rel(a, b) on the rounded differences
         ci = res.confidence_interval(0.95)
         out.update(ci_low=float(ci.low), ci_high=float(ci.high), p=_finite(res.pvalue),
                    test=f"paired t-test ({n} pairs)")
         return out
     if test == "wilcoxon":
-        low, high = _bootstrap_mean_diff(a, b)
+        low, high = _bootstrap_mean_diff(d, np.zeros_like(d))
         if np.all(d == 0):
             p = 1.0
         else:
-            p = _finite(stats.wilcoxon(a, b, zero_method="wilcox", method="exact").pvalue)
+            p = _finite(stats.wilcoxon(d, zero_method="wilcox", method="exact").pvalue)
         out.update(ci_low=low, ci_high=high, p=p,
                    test=f"exact Wilcoxon signed-rank ({n} pairs; bootstrap CI)")
         return out
@@ -116,4 +118,4 @@ def compare(runs_a: pd.DataFrame, runs_b: pd.DataFrame, metric: str = "test/acc_
     if ca is not None and cb is not None and set(ca.index) == set(cb.index) and len(ca):
         return clips_test(ca.sort_index().to_numpy(), cb.sort_index().to_numpy())
     return {"delta": float(va[0] - vb[0]), "pairs": 1, "ci_low": None, "ci_high": None,
-            "p": None, "test": "none (one run each, no shared per-clip predictions)"}
+            "p": None, "test": "none (one matched repetition, no shared per-clip predictions)"}

@@ -122,7 +122,7 @@ def test_results_tables_name_protocol_capacity_and_comparisons():
     trials, table = aggregate(recs, KFOLD)
     meta = {"planned": 20, "ok": 20, "failed": 0, "collapsed": 0}
     md = render_markdown(table, trials, recs, KFOLD, meta)
-    assert ("Protocol: gtzan 5-fold CV, not artist-filtered, 600/200/200 train/valid/test "
+    assert ("Protocol: gtzan 5-fold CV, not artist-filtered, 1000 "
             "clips.") in md
     assert "over the repetitions of each setting (5 folds x 2 seeds)" in md
     row = next(ln for ln in md.splitlines() if ln.startswith("| mid_two_way | 10 (5 folds"))
@@ -243,3 +243,26 @@ def test_wandb_summary_table_carries_the_comparisons(tmp_path, monkeypatch):
     mid = next(r for r in data["data"] if r[cols.index("model")] == "mid_two_way")
     assert mid[cols.index("test vs late_fusion")] == "paired t-test (10 pairs)"
     assert mid[cols.index("repetitions")] == "5 folds x 2 seeds"
+
+
+def test_float_noise_is_not_taken_for_variance():
+    # 0.9 - 0.8, 0.8 - 0.7, 0.7 - 0.6 differ in the 17th digit: one difference, not a
+    # spread with p ~ 1e-30.
+    r = repetitions_test(np.float32([0.9, 0.8, 0.7]), np.float32([0.8, 0.7, 0.6]))
+    assert r["p"] is None and "identical differences" in r["test"]
+    assert r["ci_low"] == r["ci_high"] == pytest.approx(0.1)
+
+
+def test_a_metric_reported_by_one_run_shows_no_std():
+    recs = [record({"model": "mid_two_way", "seed": 0}, 0.9, 0.8, mode="mid_two_way"),
+            record({"model": "mid_two_way", "seed": 1}, 0.8, None, mode="mid_two_way")]
+    trials, table = aggregate(recs, KFOLD)
+    md = render_markdown(table, trials, recs, KFOLD, {"planned": 2, "ok": 2, "failed": 0})
+    row = next(ln for ln in md.splitlines() if ln.startswith("| mid_two_way"))
+    assert "| 85.00 ± 7.07 | 80.00 |" in row  # validation over 2 runs, test over 1
+
+
+def test_count_keeps_the_first_distinct_trials_and_their_repeats():
+    trials, collapsed = plan(load_sweep("gtzan_modes"), count=10)
+    assert len(trials) == 10 and all(t["model"] == "late_fusion" for t in trials[:5])
+    assert collapsed and all(c["same_as"] in trials for c in collapsed)
