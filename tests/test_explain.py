@@ -148,7 +148,9 @@ def test_explain_a_folder_writes_a_report_that_a_browser_renders(tmp_path):
     genres = [e["genre"] for e in s["explanations"] if "genre" in e]
     assert len(genres) == 2 and "error: " in page
     imgs = re.findall(r'<img src="([^"]+)"', page)
-    assert len(imgs) == 4 and all((out / i).is_file() for i in imgs)  # 2 files x 2 branches
+    from urllib.parse import unquote
+
+    assert len(imgs) == 4 and all((out / unquote(i)).is_file() for i in imgs)  # 2 x 2 branches
 
     browser = _chromium()
     if browser is None:
