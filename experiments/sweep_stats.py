@@ -4,8 +4,8 @@ Two settings are compared on the repetitions they share (the same seed and fold,
 ``REPETITION_KEYS``): the difference of their test clip accuracies per repetition.
 
 - two or more matched repetitions: a paired t-test (``ttest``, 95 % CI from the t
-  distribution) or an exact Wilcoxon signed-rank test (``wilcoxon``, 95 % CI of the mean
-  difference by a percentile bootstrap over repetitions);
+  distribution) or an exact Wilcoxon signed-rank test (``wilcoxon``; 95 % CI of the mean
+  difference by a percentile bootstrap over repetitions from 10 pairs on, none below);
 - one matched repetition with per-clip predictions for both runs: McNemar's exact test on the
   clips one run gets right and the other wrong, with a paired bootstrap 95 % CI over the clips;
 - otherwise the difference alone, with the reason no test was made.
@@ -23,6 +23,8 @@ import pandas as pd
 
 TESTS = ("ttest", "wilcoxon")
 BOOTSTRAP_RESAMPLES = 9999
+# Fewer repetitions than this get no bootstrap CI (its resamples would repeat a few values).
+MIN_BOOTSTRAP_PAIRS = 10
 
 
 def _finite(v) -> float | None:
@@ -63,13 +65,18 @@ def repetitions_test(a: np.ndarray, b: np.ndarray, test: str = "ttest") -> dict:
                    test=f"paired t-test ({n} pairs)")
         return out
     if test == "wilcoxon":
-        low, high = _bootstrap_mean_diff(d, np.zeros_like(d))
         if np.all(d == 0):
             p = 1.0
         else:
             p = _finite(stats.wilcoxon(d, zero_method="wilcox", method="exact").pvalue)
-        out.update(ci_low=low, ci_high=high, p=p,
-                   test=f"exact Wilcoxon signed-rank ({n} pairs; bootstrap CI)")
+        if n >= MIN_BOOTSTRAP_PAIRS:
+            low, high = _bootstrap_mean_diff(d, np.zeros_like(d))
+            name = f"exact Wilcoxon signed-rank ({n} pairs; bootstrap CI)"
+        else:  # a bootstrap of a handful of values is far too narrow
+            low = high = None
+            name = f"exact Wilcoxon signed-rank ({n} pairs; no CI below " \
+                   f"{MIN_BOOTSTRAP_PAIRS} pairs)"
+        out.update(ci_low=low, ci_high=high, p=p, test=name)
         return out
     raise ValueError(f"paired_test={test!r}: choose one of {', '.join(TESTS)}")
 

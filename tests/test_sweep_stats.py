@@ -83,8 +83,10 @@ def test_exact_wilcoxon_over_six_repetitions():
     a, b = np.arange(6) * 0.01 + 0.8, np.arange(6) * 0.01 + 0.7 - np.arange(6) * 0.001
     r = repetitions_test(a, b, "wilcoxon")
     assert r["p"] == pytest.approx(2 / 64)  # every difference positive: 1 of 64 sign patterns
-    assert r["test"].startswith("exact Wilcoxon signed-rank (6 pairs")
-    assert r["ci_low"] <= r["delta"] <= r["ci_high"]
+    assert r["test"] == "exact Wilcoxon signed-rank (6 pairs; no CI below 10 pairs)"
+    assert r["ci_low"] is None  # a bootstrap of 6 values would be far too narrow
+    r12 = repetitions_test(np.r_[a, a + 0.05], np.r_[b, b + 0.04], "wilcoxon")
+    assert r12["p"] == pytest.approx(2 / 4096) and r12["ci_low"] <= r12["delta"] <= r12["ci_high"]
 
 
 def test_mcnemar_over_clips_when_each_setting_ran_once(tmp_path):
