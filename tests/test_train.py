@@ -292,3 +292,25 @@ def test_predict_streams_a_csv_that_survives_kill_9_and_resumes(trained, tmp_pat
     assert "file/s" in r.stderr or "files/s" in r.stderr or "it/s" in r.stderr
     again = last_json(run_cli("experiments.predict", *args, env=env).stdout)
     assert again["skipped"] == 41 and again["predicted"] == 0  # all done: nothing to redo
+
+
+def test_evaluate_scores_a_users_labelled_folders(trained, tmp_path):
+    _, _, env, s, _ = trained
+    music = tmp_path / "music"
+    (music / "jazz").mkdir(parents=True)
+    (music / "Rock" / "live").mkdir(parents=True)
+    (music / "misc").mkdir()
+    sf.write(str(music / "jazz" / "a.wav"), tone(4.0, freq=220.0), 22050)
+    sf.write(str(music / "Rock" / "live" / "b.flac"), tone(4.0, freq=440.0), 22050)
+    sf.write(str(music / "misc" / "c.wav"), tone(4.0), 22050)
+    out = tmp_path / "eval"
+    r = call_cli("experiments.evaluate", f"checkpoint={s['checkpoint']}", f"files=[{music}]",
+                 f"out={out}", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    e = last_json(r.stdout)
+    assert e["clips"] == 2 and [k["file"].rsplit("/", 1)[1] for k in e["skipped"]] == ["c.wav"]
+    pred = pd.read_csv(out / "predictions_files.csv")
+    assert list(pred["genre"]) == ["rock", "jazz"]  # sorted paths: Rock/live/b, jazz/a
+    assert e["files/acc_clip"] == pytest.approx(pred["correct"].mean())
+    assert (out / "confusion_files.png").is_file() and len(e["per_class"]) == 10
+    assert "no folder in its path is named like a genre" in r.stderr
