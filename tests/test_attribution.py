@@ -13,6 +13,7 @@ import copy
 import csv
 import glob
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -493,6 +494,9 @@ def test_callbacks_write_figures_csv_and_wandb_media_in_a_tiny_fit(tmp_path):
     assert conds[:5] == ["clean", "mel_zeroed", "chroma_zeroed", "mel_smoothed", "mel_shuffled"]
     assert len(rows) == 5 + 2 * 2 * 3  # + 2 branches x (gradcam, random) x 3 fractions
     assert all(r["weights"].startswith("best") for r in rows)
+    # The final overlays show the model the test split and the ablations score.
+    assert gradcam_cb.final_weights == rows[0]["weights"] == \
+        f"best ({Path(ckpt.best_model_path).name})"
     assert int(rows[0]["segments"]) <= 12 and int(rows[0]["clips"]) == 4
     assert float(rows[0]["acc_clip_ci_low"]) <= float(rows[0]["acc_clip"]) \
         <= float(rows[0]["acc_clip_ci_high"])

@@ -2,15 +2,17 @@
 on the best checkpoint, written as CSV + figure and logged to W&B."""
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from lightning_modules.ablations import CSV_COLUMNS, DEFAULT_FRACTIONS, run_ablation, write_csv
-from lightning_modules.callbacks.common import SummaryCallback, split_dataset, wandb_loggers
+from lightning_modules.callbacks.common import (
+    SummaryCallback,
+    best_weights_copy,
+    split_dataset,
+    wandb_loggers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +41,11 @@ class AblationCallback(SummaryCallback):
         self.csv_path = self.run_dir / "ablation.csv"
         self.figure_path = self.run_dir / "figures" / "ablation.png"
 
-    def _model(self, trainer, pl_module):
-        model = copy.deepcopy(pl_module)  # LightningModule.__getstate__ drops the trainer
-        weights = "current"
-        ckpt_cb = getattr(trainer, "checkpoint_callback", None)
-        best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb is not None else ""
-        if best and Path(best).is_file():
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-            model.load_state_dict(state)
-            weights = f"best ({Path(best).name})"
-        return model.eval(), weights
-
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
         _, ds = split_dataset(trainer, self.split, "AblationCallback")
-        model, weights = self._model(trainer, pl_module)
+        model, weights = best_weights_copy(trainer, pl_module)
         cap = "every clip" if self.max_segments is None else \
             f"whole clips up to {self.max_segments} segments"
         log.info(f"ablation: {self.split} split, {weights} weights, {cap}")

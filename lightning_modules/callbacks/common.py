@@ -32,3 +32,24 @@ def split_dataset(trainer, split: str, who: str):
         raise RuntimeError(f"{who}: split {split!r} is not in the datamodule's datasets "
                            f"({sorted(dm.datasets)}); set it to one of those")
     return dm, dm.datasets[split]
+
+
+def best_weights_copy(trainer, pl_module):
+    """(a deep copy of ``pl_module`` in eval mode with the best checkpoint's weights, a
+    label naming them): the first ``ModelCheckpoint``'s ``best_model_path``, else the
+    current weights. What the test split is scored with, so figures drawn at the end of
+    fitting describe the same model."""
+    import copy
+    from pathlib import Path
+
+    import torch
+
+    model = copy.deepcopy(pl_module)  # LightningModule.__getstate__ drops the trainer
+    weights = "current"
+    ckpt_cb = getattr(trainer, "checkpoint_callback", None)
+    best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb is not None else ""
+    if best and Path(best).is_file():
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        model.load_state_dict(state)
+        weights = f"best ({Path(best).name})"
+    return model.eval(), weights

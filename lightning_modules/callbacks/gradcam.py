@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_modules.attribution import METHODS, attribute
-from lightning_modules.callbacks.common import split_dataset, wandb_loggers
+from lightning_modules.callbacks.common import best_weights_copy, split_dataset, wandb_loggers
 from lightning_modules.callbacks.plots import FeatureAxes, save_segment_figure
 
 
@@ -31,11 +31,12 @@ class GradCamCallback(pl.Callback):
     """Overlays for ``clips_per_class`` validation clips per class (the first clips of each
     class in the split's clip order; for each, its middle segment), chosen once.
 
-    Drawn every ``every_n_epochs`` epochs (after validation; 0: never during fitting) and at
-    the end of fitting, with the current weights, on rank 0 only, never during the sanity
-    check. Each clip gives ``<out_dir>/<tag>_<clip_id>.png`` (tag ``epoch003`` or ``final``):
-    a column per branch, the input then one row per method, titled with the clip id, true
-    and predicted genre. Logged as ``wandb.Image`` under ``gradcam/epoch`` / ``gradcam/final``
+    Drawn every ``every_n_epochs`` epochs (after validation, with the current weights; 0:
+    never during fitting) and at the end of fitting with the best checkpoint's weights
+    (``final_weights`` names them), on rank 0 only, never during the sanity check. Each clip
+    gives ``<out_dir>/<tag>_<clip_id>.png`` (tag ``epoch003`` or ``final``): a column per
+    branch, the input then one row per method, titled with the clip id, true and predicted
+    genre. Logged as ``wandb.Image`` under ``gradcam/epoch`` / ``gradcam/final``
     to every ``WandbLogger``. ``self.written`` lists the PNGs.
     """
 
@@ -55,6 +56,7 @@ class GradCamCallback(pl.Callback):
         self.methods = tuple(str(m) for m in methods)
         self.split = str(split)
         self.written: list[Path] = []
+        self.final_weights = ""
         self._selection: _Selection | None = None
 
     # ---------------------------------------------------------------------- selection
@@ -92,11 +94,18 @@ class GradCamCallback(pl.Callback):
         self.render(trainer, pl_module, f"epoch{trainer.current_epoch:03d}", "gradcam/epoch")
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self.render(trainer, pl_module, "final", "gradcam/final")
+        """The final overlays use the best checkpoint's weights (the model the test split
+        and the ablations score), not the last epoch's."""
+        if not trainer.is_global_zero:
+            return
+        model, self.final_weights = best_weights_copy(trainer, pl_module)
+        self.render(trainer, model, "final", "gradcam/final", note=self.final_weights)
+        del model
 
     # ----------------------------------------------------------------------- drawing
-    def render(self, trainer, pl_module, tag: str, key: str) -> list[Path]:
-        """Compute the maps and write/log one PNG per selected clip (rank 0 only)."""
+    def render(self, trainer, pl_module, tag: str, key: str, note: str = "") -> list[Path]:
+        """Compute the maps and write/log one PNG per selected clip (rank 0 only); ``note``
+        (e.g. which weights) goes into the titles."""
         if not trainer.is_global_zero:
             return []
         sel = self._select(trainer)
@@ -108,7 +117,7 @@ class GradCamCallback(pl.Callback):
             pred = int(res.target[i])
             p = float(res.probs[i, pred])
             title = (f"{clip_id}  |  true: {labels[sel.labels[i]]}  |  predicted: {labels[pred]}"
-                     f" (p={p:.2f})  |  {tag}")
+                     f" (p={p:.2f})  |  {tag}" + (f", {note} weights" if note else ""))
             inputs = {b: sel.inputs[b][i, 0].numpy() for b in res.maps}
             maps = {b: {m: res.maps[b][m][i].numpy() for m in self.methods} for b in res.maps}
             t0 = sel.start_frame[i] * axes.seconds_per_frame
