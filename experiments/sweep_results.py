@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.sweep_files import describe, repetition_of, setting_of
-from experiments.sweep_stats import compare
+from experiments.sweep_stats import compare, ensemble_accuracy
 
 METRICS = ("val/acc_clip", "test/acc_clip", "test/acc_segment", "test/f1_macro")
 # Extra numeric summary keys aggregated when runs report them (interpretability sweeps).
@@ -129,6 +129,9 @@ def aggregate(records: list[dict], spec: dict, test: str = "ttest"
         best = table[col].idxmax() if goal == "maximize" else table[col].idxmin()
         table.loc[best, "chosen"] = True
     add_comparisons(table, trials, test)
+    ens = [ensemble_accuracy(trials[trials["setting"] == st]) for st in table["setting"]]
+    table["ensemble test acc_clip"] = [np.nan if a is None else a for a, _ in ens]
+    table["ensemble members"] = [n for _, n in ens]
     return trials, table
 
 
@@ -220,6 +223,13 @@ def capacity_cells(r) -> list[str]:
     return [params, mflops]
 
 
+def ensemble_cell(r) -> str:
+    """The seed ensemble's test clip accuracy and its size, "-" without one."""
+    if _missing(r.get("ensemble test acc_clip")):
+        return "-"
+    return f"{100 * r['ensemble test acc_clip']:.2f} ({int(r['ensemble members'])} runs)"
+
+
 def comparison_cells(r, ref: str) -> list[str]:
     """Δ (points), 95 % CI, p and the test name of row ``r`` against ``ref``."""
     if _missing(r.get(f"delta vs {ref}")):
@@ -233,7 +243,7 @@ def comparison_cells(r, ref: str) -> list[str]:
 def render_markdown(table, trials, records, spec, meta, overrides: list[str] = ()) -> str:
     vary = varying_keys(table)
     head = vary + ["runs", "params", "MFLOPs/segment", "val clip acc %", "test clip acc %",
-                   "test segment acc %", "test macro F1 %", ""]
+                   "test segment acc %", "test macro F1 %", "seed ensemble test clip acc %", ""]
     lines = [f"# Sweep `{spec['name']}`", "", protocol_line(trials, table), "",
              f"{meta['planned']} trials ({meta['ok']} ok, {meta['failed']} failed"
              + (f"; {meta['collapsed']} repeats of the same config collapsed"
@@ -242,12 +252,14 @@ def render_markdown(table, trials, records, spec, meta, overrides: list[str] = (
              "\"-\": not reported by the runs (or a parameter the setting does not use). The "
              "chosen setting (★) has the best mean validation score; its test score is "
              "reported, not used. Params: trainable parameters; MFLOPs: forward FLOPs of one "
-             "segment (convolutions and linear layers).",
+             "segment (convolutions and linear layers). Seed ensemble: the runs' per-clip "
+             "probabilities averaged over seeds (per fold, then the mean over folds).",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [cell(r.get(k)) for k in vary] + [f"{r['runs']} ({r['repetitions']})"]
         cells += capacity_cells(r)
         cells += [stat(r, m) for m in METRICS]
+        cells.append(ensemble_cell(r))
         cells.append("★" if r["chosen"] else "")
         lines.append("| " + " | ".join(cells) + " |")
     if not table["chosen"].any():
@@ -411,7 +423,9 @@ def report(cfg, spec, res: dict, out: Path, t0: float, overrides: list[str] = ()
                            chosen_val_acc_clip=_rounded(row["val/acc_clip mean"]),
                            chosen_test_acc_clip=_rounded(row["test/acc_clip mean"]),
                            chosen_runs=int(row["runs"]),
-                           chosen_repetitions=str(row["repetitions"]))
+                           chosen_repetitions=str(row["repetitions"]),
+                           chosen_ensemble_test_acc_clip=_rounded(
+                               row["ensemble test acc_clip"]))
         summary.update(results_md=str(out / "results.md"), results_csv=str(out / "results.csv"),
                        plot=str(png))
         summary["wandb_dir"] = log_to_wandb(cfg, spec, table, png, out)

@@ -126,3 +126,32 @@ def compare(runs_a: pd.DataFrame, runs_b: pd.DataFrame, metric: str = "test/acc_
         return clips_test(ca.sort_index().to_numpy(), cb.sort_index().to_numpy())
     return {"delta": float(va[0] - vb[0]), "pairs": 1, "ci_low": None, "ci_high": None,
             "p": None, "test": "none (one matched repetition, no shared per-clip predictions)"}
+
+
+def ensemble_accuracy(runs: pd.DataFrame) -> tuple[float | None, int]:
+    """Test clip accuracy of the seed ensemble of one setting: per fold (the repetition
+    without its seed), the runs' per-clip probabilities (``p_<genre>`` columns of their
+    ``predictions_csv``) are averaged and the argmax compared with the genre; the result
+    is the mean over folds. Returns ``(accuracy, members)`` (``None, 0`` when no fold has
+    two runs with predictions)."""
+    import json
+
+    accs, members = [], 0
+    folds: dict[str, list[pd.DataFrame]] = {}
+    for _, r in runs.iterrows():
+        path = r.get("predictions_csv")
+        if not path or not Path(str(path)).is_file():
+            continue
+        rep = {k: v for k, v in json.loads(r["rep"]).items() if k != "seed"}
+        folds.setdefault(json.dumps(rep, sort_keys=True), []).append(pd.read_csv(path))
+    for frames in folds.values():
+        if len(frames) < 2:
+            continue
+        cols = [c for c in frames[0].columns if c.startswith("p_")]
+        stacked = pd.concat([f.set_index("clip_id")[cols] for f in frames])
+        mean = stacked.groupby(level=0).mean()
+        genre = frames[0].set_index("clip_id")["genre"].reindex(mean.index)
+        pred = mean.idxmax(axis=1).str[2:]
+        accs.append(float((pred == genre).mean()))
+        members = max(members, len(frames))
+    return (float(np.mean(accs)), members) if accs else (None, 0)

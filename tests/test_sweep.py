@@ -155,7 +155,7 @@ def test_extra_words_reach_every_trial_and_missing_test_figures_show_as_dash(tmp
     out = tmp_path / "out" / "sweeps" / "notest"
     md = (out / "results.md").read_text()
     two_way = next(ln for ln in md.splitlines() if ln.startswith("| mid_two_way"))
-    assert two_way == "| mid_two_way | 2 (2 seeds) | - | - | 91.00 ± 1.41 | - | - | - | ★ |"
+    assert two_way == "| mid_two_way | 2 (2 seeds) | - | - | 91.00 ± 1.41 | - | - | - | - | ★ |"
     assert "train.test=false" in md and "## Paired comparisons" not in md  # nothing to pair
     row = next(ln.split() for ln in r.stdout.splitlines() if ln.startswith("mid_two_way"))
     # the terminal table: no params/MFLOPs or test figures reported; Δ needs test figures

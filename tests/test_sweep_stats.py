@@ -268,3 +268,29 @@ def test_count_keeps_the_first_distinct_trials_and_their_repeats():
     trials, collapsed = plan(load_sweep("gtzan_modes"), count=10)
     assert len(trials) == 10 and all(t["model"] == "late_fusion" for t in trials[:5])
     assert collapsed and all(c["same_as"] in trials for c in collapsed)
+
+
+def test_seed_ensemble_averages_probabilities_per_fold(tmp_path):
+    def preds(name, rows):
+        df = pd.DataFrame(rows, columns=["clip_id", "genre", "p_rock", "p_jazz"])
+        df["predicted"] = np.where(df["p_rock"] > df["p_jazz"], "rock", "jazz")
+        df.to_csv(tmp_path / name, index=False)
+        return str(tmp_path / name)
+
+    recs = []
+    # fold 0: each seed gets one of two clips wrong, confidently right on the other; the
+    # average is right on both. fold 1: both seeds wrong on the one clip.
+    folds = {0: ([("a", "rock", 0.9, 0.1), ("b", "jazz", 0.6, 0.4)],
+                 [("a", "rock", 0.4, 0.6), ("b", "jazz", 0.05, 0.95)]),
+             1: ([("c", "rock", 0.3, 0.7)], [("c", "rock", 0.2, 0.8)])}
+    for fold, (s0, s1) in folds.items():
+        for seed, rows in ((0, s0), (1, s1)):
+            acc = float(np.mean([(p > q) == (g == "rock") for _, g, p, q in rows]))
+            recs.append(record({"model": "late_fusion", "data.fold": fold, "seed": seed}, acc,
+                               acc, mode="late_fusion",
+                               predictions_csv=preds(f"{fold}-{seed}.csv", rows)))
+    _, table = aggregate(recs, KFOLD)
+    row = table.iloc[0]
+    assert row["test/acc_clip mean"] == pytest.approx(0.25)  # 0.5, 0.5, 0, 0
+    assert row["ensemble test acc_clip"] == pytest.approx((1.0 + 0.0) / 2)
+    assert row["ensemble members"] == 2
