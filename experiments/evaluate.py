@@ -8,6 +8,9 @@ writes ``confusion_<split>.png``, ``report_<split>.json`` and per-clip predictio
 (``predictions_<split>.csv``) to ``out`` (default: the run's ``figures/``). The last stdout
 line is the JSON summary.
 
+``checkpoint=[a.ckpt,b.ckpt]`` (or a glob pattern) scores an ensemble: the members' clip
+probabilities averaged (clip accuracy and macro F1; each member's accuracy is logged).
+
 With ``files=`` (files, folders, glob patterns) each file's genre is the nearest folder in
 its path named like one of the model's genres (``/music/Jazz/live/x.mp3`` is jazz); files
 under no such folder are skipped and listed. The files are predicted as ``predict`` does
@@ -26,7 +29,7 @@ import pandas as pd
 
 from datamodules.errors import UserError
 from experiments.builders import build_eval_trainer
-from experiments.checkpoints import checkpoint_composer, load_checkpoint_model
+from experiments.checkpoints import checkpoint_composer, load_ensemble
 from experiments.config import log, main_guard, print_summary
 from experiments.reports import per_class_report, save_confusion_png, write_predictions
 
@@ -51,8 +54,8 @@ def evaluate_files(cfg) -> dict:
     from experiments.predict import predict_batches
 
     names = [cfg.files] if isinstance(cfg.files, str) else [str(f) for f in cfg.files]
-    model = load_checkpoint_model(cfg)
-    labels = list(model.hparams.labels)
+    models = load_ensemble(cfg)
+    labels = list(models[0].hparams.labels)
     inputs = expand_inputs(names)
     skipped = [dict(e) for e in inputs.errors]
     todo, truth = [], {}
@@ -68,7 +71,7 @@ def evaluate_files(cfg) -> dict:
         raise UserError(f"files={names}: no audio file under a genre folder (folders named "
                         f"{', '.join(labels)}, e.g. /music/jazz/*.mp3)")
     results = {}
-    for group in predict_batches(model, todo, int(cfg.workers), int(cfg.batch_size)):
+    for group in predict_batches(models, todo, int(cfg.workers), int(cfg.batch_size)):
         for r in group:
             if "error" in r:
                 skipped.append(r)
@@ -100,11 +103,29 @@ def evaluate_files(cfg) -> dict:
                "protocol_label": f"{len(files)} of the user's files, labelled by their genre "
                                  f"folder; clip level", "confusion_png": str(png),
                "predictions_csv": str(out / "predictions_files.csv"),
-               "checkpoint": str(cfg.checkpoint)}
+               "checkpoint": str(cfg.checkpoint), "checkpoints": list(cfg.checkpoints)}
     (out / "report_files.json").write_text(json.dumps(summary, indent=2))
     log(f"files: clip acc {acc:.4f}, macro F1 {summary['files/f1_macro']:.4f} over "
         f"{len(files)} files (classes present: {len(present)}); {len(skipped)} skipped")
     return summary
+
+
+def ensemble_results(members: list, stage: str):
+    """(metrics, ``ClipResults``) of the mean of the members' clip probabilities (the same
+    split, clips in the same order)."""
+    from lightning_modules.base import ClipResults
+
+    probs = np.mean([m.probs for m in members], axis=0)
+    y = members[0].labels
+    seen = y >= 0
+    pred = probs.argmax(1)
+    n = probs.shape[1]
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (y[seen], pred[seen]), 1)
+    acc = float((pred[seen] == y[seen]).mean())
+    f1 = float(np.mean([r["f1"] for r in per_class_report(cm, [str(i) for i in range(n)])]))
+    return ({f"{stage}/acc_clip": acc, f"{stage}/f1_macro": f1},
+            ClipResults(cm, probs, y, acc, f1))
 
 
 def evaluate(cfg) -> dict:
@@ -117,19 +138,26 @@ def evaluate(cfg) -> dict:
     split = str(cfg.split)
     if split not in _STAGE:
         raise UserError(f"split={split!r}: choose test or valid")
-    model = load_checkpoint_model(cfg)
+    models = load_ensemble(cfg)
     dm = GenreDataModule(cfg)
-    trainer = build_eval_trainer(cfg)
-    with contextlib.redirect_stdout(sys.stderr):
-        run = trainer.test if split == "test" else trainer.validate
-        try:
-            res = run(model, datamodule=dm, verbose=False)[0]
-        except DataMismatchError as e:  # labels or input bins differ from the model's
-            raise UserError(str(e)) from None
     stage = _STAGE[split]
-    results = model.clip_results[stage]
-    cm = results.confusion
+    scored = []
+    for model in models:
+        trainer = build_eval_trainer(cfg)
+        with contextlib.redirect_stdout(sys.stderr):
+            run = trainer.test if split == "test" else trainer.validate
+            try:
+                res = run(model, datamodule=dm, verbose=False)[0]
+            except DataMismatchError as e:  # labels or input bins differ from the model's
+                raise UserError(str(e)) from None
+        scored.append((res, model.clip_results[stage]))
     labels = dm.labels
+    res, results = scored[0]
+    if len(scored) > 1:  # an ensemble: the members' clip probabilities averaged
+        res, results = ensemble_results([r for _, r in scored], stage)
+        log(f"ensemble of {len(scored)} checkpoints; members' clip accuracy: " + ", ".join(
+            f"{r.acc:.4f}" for _, r in scored))
+    cm = results.confusion
     report = per_class_report(cm, labels)
     run_dir = Path(cfg.checkpoint).parent.parent
     out = Path(cfg.out) if cfg.out else run_dir / "figures"
@@ -144,7 +172,7 @@ def evaluate(cfg) -> dict:
                "protocol_label": protocol_label(proto),
                "per_class": report, "confusion_png": str(png),
                "predictions_csv": str(out / f"predictions_{split}.csv"),
-               "checkpoint": str(cfg.checkpoint)}
+               "checkpoint": str(cfg.checkpoint), "checkpoints": list(cfg.checkpoints)}
     (out / f"report_{split}.json").write_text(json.dumps(summary, indent=2))
     log(f"{split}: clip acc {metrics.get(f'{split}/acc_clip', float('nan')):.4f}, segment acc "
         f"{metrics.get(f'{split}/acc_segment', float('nan')):.4f}, macro F1 "

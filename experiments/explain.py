@@ -181,6 +181,9 @@ def explain(cfg) -> dict:
     if inputs.ignored:
         log(f"{inputs.ignored} non-audio files ignored")
     methods = [cfg.methods] if isinstance(cfg.methods, str) else [str(m) for m in cfg.methods]
+    if len(cfg.get("checkpoints") or []) > 1:
+        log(f"explain maps one model: the first of the {len(cfg.checkpoints)} checkpoints, "
+            f"{cfg.checkpoint}")
     model = load_checkpoint_model(cfg).to(str(cfg.device))
     extra = dict(model.hparams.get("extra") or {})
     if "audio" not in extra or "features" not in extra:

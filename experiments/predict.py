@@ -4,6 +4,8 @@
                                   [out=preds.csv] [workers=2] [batch_size=64] [top_k=3]
                                   [precision=32|bf16] [device=cpu|cuda]
 
+``checkpoint`` may list several checkpoints (``checkpoint=[a.ckpt,b.ckpt]``) or be a glob
+pattern: an ensemble whose segment probabilities are averaged (same labels and features).
 ``files`` mixes files, folders (every audio file under them, recursive; ``._*`` and hidden
 files left out) and glob patterns. Any format libsndfile reads, any sample rate and channel
 count. A file's prediction is the mean of its segments' class probabilities, computed with
@@ -33,7 +35,7 @@ from pathlib import Path
 import torch
 
 from datamodules.errors import UserError
-from experiments.checkpoints import checkpoint_composer, load_checkpoint_model
+from experiments.checkpoints import checkpoint_composer, load_ensemble
 from experiments.config import log, main_guard, print_summary
 
 DEFAULTS = {"files": [], "device": "cpu", "batch_size": 64, "out": None, "workers": 2,
@@ -102,7 +104,9 @@ def predict_batches(model, files: list[str], workers: int = 2, batch_size: int =
                     device: str = "cpu", precision: str = "32") -> Iterator[list[dict]]:
     """Predictions of ``files`` in groups: files are gathered until they hold at least
     ``batch_size`` segments, scored together, and yielded as one list of records (the
-    same records as :func:`predict_file`, or ``{"file", "error"}``).
+    same records as :func:`predict_file`, or ``{"file", "error"}``). ``model`` may be a
+    list of models sharing labels and features (an ensemble: their segment probabilities
+    are averaged).
 
     The model runs in channels-last memory layout (its parameters are converted in place;
     the same arithmetic, faster convolutions); ``precision="bf16"`` also runs it under
@@ -112,7 +116,9 @@ def predict_batches(model, files: list[str], workers: int = 2, batch_size: int =
 
     if str(precision) not in PRECISIONS:
         raise UserError(f"precision={precision}: choose one of {', '.join(PRECISIONS)}")
-    model = model.to(memory_format=torch.channels_last)
+    models = [m.to(memory_format=torch.channels_last)
+              for m in (model if isinstance(model, (list, tuple)) else [model])]
+    model = models[0]
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
                               enabled=str(precision) == "bf16")
 
@@ -129,8 +135,8 @@ def predict_batches(model, files: list[str], workers: int = 2, batch_size: int =
             names = list(pending[0][1])
             x = {n: torch.cat([s[n] for _, s in pending]).to(device).contiguous(
                 memory_format=torch.channels_last) for n in names}
-            with autocast:
-                probs = model.segment_probs(x, batch_size)
+            with autocast:  # an ensemble: the members' probabilities averaged
+                probs = torch.stack([m.segment_probs(x, batch_size) for m in models]).mean(0)
             i = 0
             for rec, segs in pending:
                 n = next(iter(segs.values())).shape[0]
@@ -225,8 +231,10 @@ def predict(cfg) -> dict:
         raise UserError("files=[...] is required: files, folders or glob patterns, e.g. "
                         "files=[song.mp3,/music,'/in/**/*.flac']")
     inputs = expand_inputs(names)
-    model = load_checkpoint_model(cfg).to(str(cfg.device))
-    labels = list(model.hparams.labels)
+    models = [m.to(str(cfg.device)) for m in load_ensemble(cfg)]
+    labels = list(models[0].hparams.labels)
+    if len(models) > 1:
+        log(f"ensemble of {len(models)} checkpoints (probabilities averaged)")
     sheet = PredictionCSV(Path(cfg.out), labels, int(cfg.top_k)) if cfg.out else None
     todo = [f for f in inputs.files if sheet is None or f not in sheet.done]
     skipped = len(inputs.files) - len(todo)
@@ -243,7 +251,7 @@ def predict(cfg) -> dict:
     bar = tqdm(total=len(todo), unit="file", file=sys.stderr, mininterval=1.0,
                disable=not todo, dynamic_ncols=True)
     with bar:
-        for group in predict_batches(model, todo, int(cfg.workers), int(cfg.batch_size),
+        for group in predict_batches(models, todo, int(cfg.workers), int(cfg.batch_size),
                                      str(cfg.device), str(cfg.precision)):
             if sheet is not None:
                 sheet.write(group)
@@ -264,7 +272,7 @@ def predict(cfg) -> dict:
     summary = {"files": len(inputs.files), "skipped": skipped, **counts,
                "ignored_non_audio": inputs.ignored, "seconds": round(seconds, 1),
                "files_per_s": round(len(todo) / seconds, 2) if todo and seconds > 0 else None,
-               "checkpoint": str(cfg.checkpoint)}
+               "checkpoint": str(cfg.checkpoint), "checkpoints": list(cfg.checkpoints)}
     if sheet is not None:
         summary["out"] = str(sheet.path)
     else:  # in the order the files were named

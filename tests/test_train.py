@@ -314,3 +314,34 @@ def test_evaluate_scores_a_users_labelled_folders(trained, tmp_path):
     assert e["files/acc_clip"] == pytest.approx(pred["correct"].mean())
     assert (out / "confusion_files.png").is_file() and len(e["per_class"]) == 10
     assert "no folder in its path is named like a genre" in r.stderr
+
+
+def test_checkpoint_lists_and_globs_score_an_ensemble(trained, tmp_path):
+    _, _, env, s, _ = trained
+    ck = s["checkpoint"]
+    twin = tmp_path / "twin" / "best.ckpt"
+    twin.parent.mkdir()
+    twin.write_bytes(open(ck, "rb").read())
+    r = call_cli("experiments.evaluate", f"checkpoint=[{ck},{twin}]", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    e = last_json(r.stdout)
+    # two copies of one model: the ensemble is that model
+    assert e["test/acc_clip"] == pytest.approx(s["test/acc_clip"], abs=1e-6)
+    assert len(e["checkpoints"]) == 2 and "ensemble of 2 checkpoints" in r.stderr
+    sf.write(str(tmp_path / "a.wav"), tone(3.5), 22050)
+    one = last_json(call_cli("experiments.predict", f"checkpoint={ck}",
+                             f"files=[{tmp_path / 'a.wav'}]", env=env).stdout)
+    both = last_json(call_cli("experiments.predict", f"checkpoint='{tmp_path}/*/best.ckpt'",
+                              f"files=[{tmp_path / 'a.wav'}]", env=env).stdout)
+    assert both["checkpoints"] == [str(twin.resolve())]  # the glob's one match
+    for g, p in one["predictions"][0]["probabilities"].items():
+        assert both["predictions"][0]["probabilities"][g] == pytest.approx(p, abs=2e-5)
+    # a member trained on other features is refused, by name
+    other = torch.load(ck, weights_only=False)
+    other["hyper_parameters"]["extra"]["features"]["n_mels"] = 64
+    torch.save(other, str(tmp_path / "other.ckpt"))
+    bad = call_cli("experiments.predict", f"checkpoint=[{ck},{tmp_path / 'other.ckpt'}]",
+                   f"files=[{tmp_path / 'a.wav'}]", env=env)
+    assert bad.returncode == 2 and "other.ckpt has other feature parameters" in bad.stderr
+    assert call_cli("experiments.predict", f"checkpoint='{tmp_path}/none*.ckpt'",
+                    "files=[x.wav]", env=env).returncode == 2
