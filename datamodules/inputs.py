@@ -103,3 +103,22 @@ def expand_inputs(names: Iterable[str]) -> Inputs:
         else:
             out.errors.append({"file": name, "error": "no such file or folder"})
     return out
+
+
+def file_names(value) -> list[str]:
+    """A ``files=`` config value (one string or a list) as a list of names."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def inputs_of(value) -> Inputs:
+    """:func:`expand_inputs` of a ``files=`` config value; an empty value is an error that
+    says what to give."""
+    from .errors import UserError
+
+    names = file_names(value)
+    if not names:
+        raise UserError("files=[...] is required: files, folders or glob patterns, e.g. "
+                        "files=[song.mp3,/music,'/in/**/*.flac']")
+    return expand_inputs(names)

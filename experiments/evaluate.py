@@ -28,10 +28,16 @@ import numpy as np
 import pandas as pd
 
 from datamodules.errors import UserError
+from datamodules.inputs import file_names
 from experiments.builders import build_eval_trainer
 from experiments.checkpoints import checkpoint_composer, load_ensemble
 from experiments.config import log, main_guard, print_summary
-from experiments.reports import per_class_report, save_confusion_png, write_predictions
+from experiments.reports import (
+    confusion_matrix,
+    per_class_report,
+    save_confusion_png,
+    write_predictions,
+)
 
 DEFAULTS = {"split": "test", "out": None, "files": [], "workers": 2, "batch_size": 64}
 _STAGE = {"test": "test", "valid": "val"}
@@ -50,13 +56,12 @@ def genre_of(path: str, labels: list[str]) -> str | None:
 def evaluate_files(cfg) -> dict:
     """``files=``: score the model on a user's own labelled music (files, folders, globs;
     each file's genre is the nearest folder named like one of the model's genres)."""
-    from datamodules.inputs import expand_inputs
+    from datamodules.inputs import inputs_of
     from experiments.predict import predict_batches
 
-    names = [cfg.files] if isinstance(cfg.files, str) else [str(f) for f in cfg.files]
     models = load_ensemble(cfg)
     labels = list(models[0].hparams.labels)
-    inputs = expand_inputs(names)
+    inputs = inputs_of(cfg.files)
     skipped = [dict(e) for e in inputs.errors]
     todo, truth = [], {}
     for f in inputs.files:
@@ -68,7 +73,8 @@ def evaluate_files(cfg) -> dict:
             todo.append(f)
             truth[f] = g
     if not todo:
-        raise UserError(f"files={names}: no audio file under a genre folder (folders named "
+        raise UserError(f"files={file_names(cfg.files)}: no audio file under a genre folder "
+                        f"(folders named "
                         f"{', '.join(labels)}, e.g. /music/jazz/*.mp3)")
     results = {}
     for group in predict_batches(models, todo, int(cfg.workers), int(cfg.batch_size)):
@@ -86,8 +92,7 @@ def evaluate_files(cfg) -> dict:
     y = np.array([idx[truth[f]] for f in files])
     probs = np.array([[results[f]["probabilities"][g] for g in labels] for f in files])
     pred = probs.argmax(1)
-    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    np.add.at(cm, (y, pred), 1)
+    cm = confusion_matrix(y, pred, len(labels))
     report = per_class_report(cm, labels)
     present = [r for r in report if r["support"] > 0]
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent.parent / "figures"
@@ -120,8 +125,7 @@ def ensemble_results(members: list, stage: str):
     seen = y >= 0
     pred = probs.argmax(1)
     n = probs.shape[1]
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (y[seen], pred[seen]), 1)
+    cm = confusion_matrix(y[seen], pred[seen], n)
     acc = float((pred[seen] == y[seen]).mean())
     f1 = float(np.mean([r["f1"] for r in per_class_report(cm, [str(i) for i in range(n)])]))
     return ({f"{stage}/acc_clip": acc, f"{stage}/f1_macro": f1},
@@ -129,7 +133,7 @@ def ensemble_results(members: list, stage: str):
 
 
 def evaluate(cfg) -> dict:
-    if [cfg.files] if isinstance(cfg.files, str) else list(cfg.files):
+    if file_names(cfg.files):
         return evaluate_files(cfg)
     from datamodules.datamodule import GenreDataModule
     from datamodules.splits import protocol, protocol_label

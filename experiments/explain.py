@@ -168,15 +168,11 @@ def explain_file(model, segmenter, path, out_dir: Path, axes, methods, batch_siz
 
 def explain(cfg) -> dict:
     from datamodules.inference import FileSegmenter
-    from datamodules.inputs import expand_inputs
+    from datamodules.inputs import inputs_of
     from experiments.report_html import write_report
     from lightning_modules.callbacks.plots import FeatureAxes
 
-    names = [cfg.files] if isinstance(cfg.files, str) else [str(f) for f in cfg.files]
-    if not names:
-        raise UserError("files=[...] is required: files, folders or glob patterns, e.g. "
-                        "files=[song.mp3,/music]")
-    inputs = expand_inputs(names)
+    inputs = inputs_of(cfg.files)
     files = inputs.files
     if inputs.ignored:
         log(f"{inputs.ignored} non-audio files ignored")

@@ -224,13 +224,9 @@ class PredictionCSV:
 def predict(cfg) -> dict:
     from tqdm import tqdm
 
-    from datamodules.inputs import expand_inputs
+    from datamodules.inputs import inputs_of
 
-    names = [cfg.files] if isinstance(cfg.files, str) else [str(f) for f in cfg.files]
-    if not names:
-        raise UserError("files=[...] is required: files, folders or glob patterns, e.g. "
-                        "files=[song.mp3,/music,'/in/**/*.flac']")
-    inputs = expand_inputs(names)
+    inputs = inputs_of(cfg.files)
     models = [m.to(str(cfg.device)) for m in load_ensemble(cfg)]
     labels = list(models[0].hparams.labels)
     if len(models) > 1:

@@ -39,6 +39,13 @@ def save_confusion_png(cm: np.ndarray, labels: list[str], path: Path, title: str
     return path
 
 
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """[n, n] counts, rows the true class."""
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y), np.asarray(pred)), 1)
+    return cm
+
+
 def per_class_report(cm: np.ndarray, labels: list[str]) -> list[dict]:
     """Precision, recall, F1 and support per class from a confusion matrix (rows true)."""
     cm = np.asarray(cm, dtype=float)

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from datamodules.errors import UserError
-from experiments.config import CONFIG_DIR
+from experiments.config import CONFIG_DIR, _split_word
 
 SWEEP_DIR = CONFIG_DIR / "sweeps"
 # Every trial trains one model: ``python -m experiments.train key=value ...``.
@@ -197,7 +197,7 @@ def _word_value(params: dict, overrides: list[str], keys: tuple[str, ...]):
             found = params[k]
             break
     for word in overrides:
-        k, _, v = word.lstrip("-+").partition("=")
+        k, v, _ = _split_word(word)
         if k in keys:
             found = yaml.safe_load(v) if v else None
     return found

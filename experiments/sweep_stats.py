@@ -31,18 +31,6 @@ def _finite(v) -> float | None:
     return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
-def _bootstrap_mean_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    from scipy import stats
-
-    if np.all(a - b == (a - b)[0]):  # no spread: every resample gives the same mean
-        d = float((a - b)[0])
-        return d, d
-    res = stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True,
-                          vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
-                          confidence_level=0.95, method="percentile", random_state=0)
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
 def repetitions_test(a: np.ndarray, b: np.ndarray, test: str = "ttest") -> dict:
     """Paired test of ``a - b`` over n >= 2 matched repetitions."""
     from scipy import stats
@@ -70,7 +58,9 @@ def repetitions_test(a: np.ndarray, b: np.ndarray, test: str = "ttest") -> dict:
         else:
             p = _finite(stats.wilcoxon(d, zero_method="wilcox", method="exact").pvalue)
         if n >= MIN_BOOTSTRAP_PAIRS:
-            low, high = _bootstrap_mean_diff(d, np.zeros_like(d))
+            from lightning_modules.ablations import bootstrap_ci
+
+            low, high = bootstrap_ci(d, n_resamples=BOOTSTRAP_RESAMPLES)
             name = f"exact Wilcoxon signed-rank ({n} pairs; bootstrap CI)"
         else:  # a bootstrap of a handful of values is far too narrow
             low = high = None
@@ -91,7 +81,9 @@ def clips_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     only_b = int(((a == 0) & (b == 1)).sum())
     discordant = only_a + only_b
     p = 1.0 if discordant == 0 else float(stats.binomtest(only_a, discordant, 0.5).pvalue)
-    low, high = _bootstrap_mean_diff(a, b)
+    from lightning_modules.ablations import bootstrap_ci
+
+    low, high = bootstrap_ci(a - b, n_resamples=BOOTSTRAP_RESAMPLES)  # paired, over clips
     return {"delta": float((a - b).mean()), "pairs": 1, "ci_low": low, "ci_high": high,
             "p": p, "test": f"McNemar exact ({len(a)} clips, {only_a} vs {only_b} "
                             f"discordant; bootstrap CI)"}

@@ -61,8 +61,10 @@ def clip_correct(probs: torch.Tensor, labels: torch.Tensor, clips: torch.Tensor)
     return (res["probs"][seen].argmax(1) == res["labels"][seen]).double().numpy()
 
 
-def bootstrap_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95 % CI of the mean of ``values`` (one per clip)."""
+def bootstrap_ci(values: np.ndarray, seed: int = 0,
+                 n_resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """Percentile bootstrap 95 % CI of the mean of ``values`` (one per clip, or per pair of
+    a paired comparison), ``scipy.stats.bootstrap``; a constant sample is its own CI."""
     from scipy import stats
 
     values = np.asarray(values, dtype=float)
@@ -70,7 +72,7 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
         return float("nan"), float("nan")
     if np.all(values == values[0]):
         return float(values[0]), float(values[0])
-    res = stats.bootstrap((values,), np.mean, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
+    res = stats.bootstrap((values,), np.mean, vectorized=True, n_resamples=int(n_resamples),
                           confidence_level=0.95, method="percentile", random_state=seed)
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
