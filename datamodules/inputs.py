@@ -72,17 +72,20 @@ def expand_inputs(names: Iterable[str]) -> Inputs:
             seen.add(key)
             out.files.append(str(p))
 
+    def folder(path: Path) -> int:
+        audio, other = _walk(path)
+        out.ignored += other
+        for p in audio:
+            add(p)
+        return len(audio)
+
     for name in names:
         name = str(name)
         path = Path(name).expanduser()
         if path.is_dir():
-            audio, other = _walk(path)
-            out.ignored += other
-            if not audio:
+            if not folder(path):
                 out.errors.append({"file": name, "error": "folder holds no audio files "
                                    f"(extensions: {', '.join(sorted(AUDIO_EXTENSIONS))})"})
-            for p in audio:
-                add(p)
         elif path.is_file():
             add(path)
         elif _GLOB_CHARS & set(name):
@@ -90,10 +93,7 @@ def expand_inputs(names: Iterable[str]) -> Inputs:
             before = len(out.files)
             for m in map(Path, matches):
                 if m.is_dir():
-                    audio, other = _walk(m)
-                    out.ignored += other
-                    for p in audio:
-                        add(p)
+                    folder(m)
                 elif is_audio(m):
                     add(m)
                 elif m.is_file():

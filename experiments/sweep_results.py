@@ -188,12 +188,17 @@ def varying_keys(table: pd.DataFrame) -> list[str]:
     return vary or keys[:1]
 
 
-def protocol_line(trials: pd.DataFrame, table: pd.DataFrame) -> str:
-    """The protocol of the figures: split (folds averaged), clip level, repetitions."""
+def protocol_labels(trials: pd.DataFrame) -> list[str]:
+    """The distinct protocols of the trials, folds left out (a k-fold sweep is one)."""
     from datamodules.splits import protocol_label
 
-    labels = sorted({protocol_label(json.loads(p), fold=False)
-                     for p in trials["protocol"].dropna()})
+    return sorted({protocol_label(json.loads(p), fold=False)
+                   for p in trials["protocol"].dropna()})
+
+
+def protocol_line(trials: pd.DataFrame, table: pd.DataFrame) -> str:
+    """The protocol of the figures: split (folds averaged), clip level, repetitions."""
+    labels = protocol_labels(trials)
     where = "; ".join(labels) if labels else "split not reported by the runs"
     reps = ", ".join(sorted(set(table["repetitions"])))
     return (f"Protocol: {where}. Accuracy at clip level (the mean of a clip's segment "
@@ -355,10 +360,7 @@ def plot(table, spec, path: Path, trials=None) -> Path:
     ax.set_ylabel(f"clip accuracy (%), mean ± std\nover {reps}")
     title = f"sweep {spec['name']} ({', '.join(vary)})"
     if trials is not None:
-        from datamodules.splits import protocol_label
-
-        labels = sorted({protocol_label(json.loads(p), fold=False)
-                         for p in trials["protocol"].dropna()})
+        labels = protocol_labels(trials)
         if len(labels) == 1:
             title += "\n" + labels[0]
     ax.set_title(title, fontsize=9)
