@@ -9,6 +9,7 @@ What a model needs from the data goes through one interface: :meth:`data_facts`
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,10 +17,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from .device_store import DeviceStore, dataset_bytes, decide_store
 from .errors import UserError
 from .index import SPLITS
 from .segments import SegmentDataset, collate_batched, segment_geometry
 
+log = logging.getLogger(__name__)
 _STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",),
                  "predict": ("test",)}
 
@@ -52,6 +55,8 @@ class GenreDataModule(pl.LightningDataModule):
         self._clips: dict[str, object] = {}
         self.norm_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.batch_size = int(cfg.data.batch_size)
+        self.stores: dict[str, DeviceStore] = {}
+        self.store_decision = None
 
     # -- building -------------------------------------------------------------------
     def _index(self):
@@ -94,6 +99,7 @@ class GenreDataModule(pl.LightningDataModule):
                 self.datasets[split] = self._make_split(split)
         if "train" in self.datasets and not self.norm_stats:
             self.norm_stats = self._train_stats()
+        self._device_stores()
 
     def _per_device_batch(self):
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -151,7 +157,40 @@ class GenreDataModule(pl.LightningDataModule):
         return len(self._clips[split])
 
     # -- loaders --------------------------------------------------------------------
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None \
+            else torch.device("cpu")
+
+    def _device_stores(self) -> None:
+        """``data.store``: the splits set up so far go to device memory (once each), or stay
+        with the DataLoader; the decision covers every split and is logged once."""
+        if self.store_decision is None:
+            # Every split's clips, so that a later stage (test) still fits.
+            ds = next(iter(self.datasets.values()))
+            clips = int(self.index.table["split"].isin(SPLITS).sum())
+            need = dataset_bytes(ds) // max(1, len(ds.rows)) * clips
+            self.store_decision = decide_store(str(self.cfg.data.store), need,
+                                               self._device())
+            log.info(self.store_decision.reason)
+        if not self.store_decision.use:
+            return
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) \
+            if self.trainer is not None else (0, 1)
+        for split, ds in self.datasets.items():
+            if split not in self.stores:
+                train = split == "train"
+                self.stores[split] = DeviceStore(
+                    ds, self._device(), self.batch_size, shuffle=train,
+                    drop_last=train and len(ds) > self.batch_size, seed=self.seed,
+                    rank=rank, world=world,
+                    epoch_of=None if self.trainer is None else self._current_epoch)
+
+    def _current_epoch(self) -> int:  # a resumed run continues its crop/order sequence
+        return self.trainer.current_epoch
+
+    def _loader(self, split: str, train: bool):
+        if split in self.stores:
+            return self.stores[split]
         workers = int(self.cfg.data.num_workers)
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=train,

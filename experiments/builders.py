@@ -88,9 +88,20 @@ def build_loggers(cfg, run_dir: Path, run_id: str) -> list:
     return out
 
 
+def trainer_kwargs(cfg) -> dict:
+    """``cfg.trainer`` as keyword arguments, ``precision: auto`` resolved for this machine
+    (``experiments.speed``)."""
+    from experiments.speed import resolve_precision
+
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs["precision"] = resolve_precision(kwargs.get("precision", "32-true"),
+                                            kwargs.get("accelerator"))
+    return kwargs
+
+
 def build_trainer(cfg, run_dir: Path, run_id: str, loggers=None, callbacks=None) -> pl.Trainer:
     """``pl.Trainer(**cfg.trainer)`` with this run's loggers and callbacks."""
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)  # DDP on CPU: Lightning uses gloo
+    kwargs = trainer_kwargs(cfg)  # DDP on CPU: Lightning uses gloo
     kwargs.setdefault("enable_progress_bar", True)
     return pl.Trainer(
         default_root_dir=str(run_dir),
@@ -102,7 +113,7 @@ def build_trainer(cfg, run_dir: Path, run_id: str, loggers=None, callbacks=None)
 def build_eval_trainer(cfg) -> pl.Trainer:
     """A trainer for scoring a checkpoint on a whole split: ``cfg.trainer``'s accelerator,
     precision and determinism on one device, no logger, no checkpoints, no callbacks."""
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = trainer_kwargs(cfg)
     for k in ("max_epochs", "min_epochs", "max_steps", "gradient_clip_val",
               "accumulate_grad_batches", "limit_train_batches", "limit_val_batches",
               "limit_test_batches", "num_sanity_val_steps", "log_every_n_steps",

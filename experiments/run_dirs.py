@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 # Keys that do not change what a run computes (where it writes, how it logs, how fast).
 _IDENTITY_EXCLUDE = ("paths", "logger", "train.resume", "train.run_name", "data.num_workers",
+                     "data.store", "train.channels_last",
                      "cache", "features.device", "features.batch_size", "choices", "sweep")
 
 

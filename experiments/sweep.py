@@ -4,7 +4,8 @@
                                 [key=value ...]
 
 Sweep words: ``sweep`` (a file in ``configs/sweeps`` or a path to one), ``backend``,
-``count`` (the first N grid trials; random: N samples), ``parallel``, ``retry_failed``,
+``count`` (the first N grid trials; random: N samples), ``parallel`` (trials at once; default:
+the sweep file's ``local: {parallel: N}``, else 1), ``retry_failed``,
 ``trial`` (run only trial i: cluster array jobs), ``seed`` (the sampling seed of
 ``method: random``), ``dry_run=true`` (list the trials, run nothing), ``paired_test``
 (``ttest`` or ``wilcoxon``: how settings are compared over matched repetitions), and for
@@ -45,7 +46,7 @@ from experiments.sweep_results import report
 from experiments.sweep_stats import TESTS
 from experiments.sweep_wandb import run_wandb
 
-DEFAULTS = {"sweep": "quickstart", "backend": "local", "count": None, "parallel": 1,
+DEFAULTS = {"sweep": "quickstart", "backend": "local", "count": None, "parallel": None,
             "retry_failed": True, "agent": "run", "sweep_id": None, "trial": None,
             "dry_run": False, "paired_test": "ttest"}
 # Words the sweep itself reads; every other word is passed on to the trials.
@@ -77,6 +78,8 @@ def main(cfg, overrides: list[str] = ()) -> int:
         raise UserError(f"backend={cfg.backend!r}: choose local or wandb")
     out = Path(cfg.paths.output_dir) / "sweeps" / spec["name"]
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.parallel is None:  # the sweep file's own default, else one trial at a time
+        cfg.parallel = int(spec.get("local", {}).get("parallel", 1))
     res = run_local(cfg, spec, out, overrides)
     if cfg.trial is not None:  # one array task: the aggregate is made by a later full run
         rec = res["records"][0] if res["records"] else {}

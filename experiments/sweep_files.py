@@ -55,9 +55,10 @@ def load_sweep(name: str) -> dict:
 
 
 def registered_spec(spec: dict, overrides: list[str] = ()) -> dict:
-    """The complete spec for ``wandb.sweep``: the file's keys but ``description``, and the
+    """The complete spec for ``wandb.sweep``: the file's keys but ``description`` and
+    ``local`` (options of the local backend), and the
     command with ``overrides`` appended (an agent passes them on to every trial)."""
-    body = {k: v for k, v in spec.items() if k != "description"}
+    body = {k: v for k, v in spec.items() if k not in ("description", "local")}
     body["command"] = [*spec.get("command", DEFAULT_COMMAND), *overrides]
     return body
 

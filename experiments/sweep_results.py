@@ -332,16 +332,28 @@ def render_terminal(table, trials=None) -> str:
 
 def plot(table, spec, path: Path, trials=None) -> Path:
     """Validation and test clip accuracy per setting (a metric no trial reported is left
-    out), the chosen setting marked."""
+    out), the chosen setting marked; the legend stands outside the axes, clear of the bars."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(table, spec, trials)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def figure(table, spec, trials=None):
+    """The matplotlib figure of :func:`plot`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     vary = varying_keys(table)
-    names = [", ".join(cell(r.get(k)) for k in vary) for _, r in table.iterrows()]
+    names = [", ".join(cell(r.get(k)) for k in vary) + (" (chosen)" if r["chosen"] else "")
+             for _, r in table.iterrows()]
     x = np.arange(len(table))
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(table) + 2), 4.8))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(table) + 3), 4.8))
     colors = {"val/acc_clip": "#8fb3d9", "test/acc_clip": "#1f5f99"}
     shown = [m for m in colors if table[f"{m} mean"].notna().any()]
     width = 0.8 / max(1, len(shown))
@@ -349,12 +361,6 @@ def plot(table, spec, path: Path, trials=None) -> Path:
         ax.bar(x + (j - (len(shown) - 1) / 2) * width, 100 * table[f"{m} mean"].fillna(0.0),
                width, yerr=100 * table[f"{m} std"].fillna(0.0), capsize=3, label=m,
                color=colors[m])
-    for i, chosen in enumerate(table["chosen"]):
-        tops = [table[f"{m} mean"].iloc[i] for m in shown]
-        tops = [t for t in tops if not _missing(t)]
-        if chosen and tops:
-            ax.annotate("chosen on val", (i, 100 * max(tops)), xytext=(0, 12),
-                        textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(x, names, rotation=30, ha="right")
     reps = ", ".join(sorted(set(table["repetitions"])))
     ax.set_ylabel(f"clip accuracy (%), mean ± std\nover {reps}")
@@ -364,15 +370,13 @@ def plot(table, spec, path: Path, trials=None) -> Path:
         if len(labels) == 1:
             title += "\n" + labels[0]
     ax.set_title(title, fontsize=9)
-    ax.set_ylim(0, 105)
+    tops = [100 * (table[f"{m} mean"] + table[f"{m} std"].fillna(0.0)).max() for m in shown]
+    ax.set_ylim(0, max([105.0] + [t + 3 for t in tops if not _missing(t)]))
     if shown:
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def log_to_wandb(cfg, spec, table: pd.DataFrame, png: Path, out: Path) -> str | None:

@@ -22,9 +22,10 @@ import torch
 from omegaconf import OmegaConf
 
 from datamodules.publish import atomic_write_text
-from experiments.builders import build_model, build_trainer
+from experiments.builders import build_model, build_trainer, trainer_kwargs
 from experiments.config import main_guard, print_summary
 from experiments.run_dirs import config_hash, exclusive_run, run_dir_for
+from experiments.speed import describe, resolve_channels_last
 
 log = logging.getLogger("experiments.train")  # the same name when run as __main__
 SUMMARY_KEYS = ("val/acc_clip", "test/acc_clip", "test/acc_segment", "test/f1_macro")
@@ -59,6 +60,12 @@ def _train(cfg) -> dict:
     dm = GenreDataModule(cfg)
     model = build_model(cfg, dm)  # labels and input bins: no feature cache needed yet
     trainer = build_trainer(cfg, run_dir, run_id)
+    precision = trainer_kwargs(cfg)["precision"]
+    channels_last = resolve_channels_last(cfg.train.channels_last, precision,
+                                          cfg.trainer.accelerator)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    log.info(describe(precision, channels_last))
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     ckpt = None

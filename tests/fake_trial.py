@@ -14,7 +14,8 @@ import time
 args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:])
 if os.environ.get("FAKE_TRIAL_CALLS"):
     with open(os.environ["FAKE_TRIAL_CALLS"], "a") as f:
-        f.write(json.dumps({"argv": sys.argv[1:], "group": os.environ.get("WANDB_RUN_GROUP")})
+        f.write(json.dumps({"argv": sys.argv[1:], "group": os.environ.get("WANDB_RUN_GROUP"),
+                            "threads": os.environ.get("OMP_NUM_THREADS")})
                 + "\n")
 time.sleep(float(args.get("sleep", 0)))
 if args.get("fail") == "true" or args.get("model") == "broken":

@@ -1,5 +1,7 @@
 """GenreDataModule on a generated GTZAN-layout dataset: segments, leak-free splits,
 training-only statistics, batch format, reproducibility, augmentation."""
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -76,12 +78,16 @@ def test_normalisation_statistics_come_from_training_clips_only(gtzan_root):
 
 def test_batch_size_is_divided_per_device(gtzan_root):
     class FakeTrainer:
-        world_size = 4
+        world_size, global_rank, current_epoch = 4, 1, 0
+        strategy = types.SimpleNamespace(root_device=torch.device("cpu"))
 
     dm = GenreDataModule(config(gtzan_root))
     dm.trainer = FakeTrainer()
     dm.setup("fit")
     assert dm.batch_size == 4
+    store = dm.train_dataloader()  # rank 1 of 4: a quarter of the segments, 4 per batch
+    assert (store.rank, store.world) == (1, 4)
+    assert sum(len(b["label"]) for b in store) == len(dm.datasets["train"]) // 4 // 4 * 4
     dm = GenreDataModule(config(gtzan_root, "data.batch_size=10"))
     dm.trainer = FakeTrainer()
     with pytest.raises(UserError, match="not divisible by the number of devices"):

@@ -135,6 +135,21 @@ def test_local_sweep_aggregates_records_failures_and_resumes(tmp_path, sweep):
     assert len(calls.read_text().splitlines()) == 6
 
 
+def test_a_sweep_file_sets_its_local_parallelism_and_the_command_line_wins(tmp_path, sweep):
+    p = write_sweep(tmp_path / "par.yaml", {"seed": {"values": [0, 1]}}, local={"parallel": 2})
+    assert "local" not in registered_spec(load_sweep(str(p)))  # not sent to W&B
+    calls = tmp_path / "calls.jsonl"
+    env = {"FAKE_TRIAL_CALLS": str(calls), "MLFI_OUTPUT_DIR": str(tmp_path / "out")}
+    assert sweep(p, env=env).returncode == 0
+    threads = {json.loads(x)["threads"] for x in calls.read_text().splitlines()}
+    assert threads == {str(max(1, (os.cpu_count() or 2) // 2))}  # cores shared by 2 trials
+    calls.unlink()
+    assert sweep(p, "parallel=1", "model.lr=0.01", env=env).returncode == 0
+    assert {json.loads(x)["threads"] for x in calls.read_text().splitlines()} == \
+        {os.environ.get("OMP_NUM_THREADS")}  # one at a time: the environment's own
+    assert load_sweep("quickstart")["local"]["parallel"] == 2
+
+
 def test_extra_words_reach_every_trial_and_missing_test_figures_show_as_dash(tmp_path, sweep):
     p = write_sweep(tmp_path / "notest.yaml", {
         "model": {"values": ["late_fusion", "mid_two_way"]}, "seed": {"values": [0, 1]}})

@@ -294,3 +294,21 @@ def test_seed_ensemble_averages_probabilities_per_fold(tmp_path):
     assert row["test/acc_clip mean"] == pytest.approx(0.25)  # 0.5, 0.5, 0, 0
     assert row["ensemble test acc_clip"] == pytest.approx((1.0 + 0.0) / 2)
     assert row["ensemble members"] == 2
+
+
+def test_the_plot_legend_hides_no_bar_and_names_the_chosen_setting():
+    import matplotlib.pyplot as plt
+
+    from experiments.sweep_results import figure
+
+    trials, table = aggregate(kfold_records(), KFOLD)
+    fig = figure(table, KFOLD, trials)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    bars = [p.get_window_extent() for p in ax.patches]
+    assert bars and not any(legend.overlaps(b) for b in bars)
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    chosen = table.loc[table["chosen"], "model"].tolist()
+    assert [t for t in ticks if t.endswith("(chosen)")] == [f"{chosen[0]} (chosen)"]
+    plt.close(fig)
