@@ -134,9 +134,28 @@ def freq_pool_plan(input_freq: int, num_stages: int, min_freq: int = 3) -> list[
     return plan
 
 
+def block_max(x: torch.Tensor, k: tuple[int, int]) -> torch.Tensor:
+    """``F.max_pool2d(x, k, stride=k, ceil_mode=True)`` without autograd, as elementwise
+    maxima of strided views (an axis that is not a multiple of the kernel is padded with
+    -inf, which is what ``ceil_mode`` does): the same values, several times faster than
+    the CPU pooling kernel for NCHW maps (``benchmarks.training`` times evaluation)."""
+    pad_f, pad_t = -x.shape[-2] % k[0], -x.shape[-1] % k[1]
+    if pad_f or pad_t:
+        x = F.pad(x, (0, pad_t, 0, pad_f), value=float("-inf"))
+    b, c, f, t = x.shape
+    v = x.view(b, c, f // k[0], k[0], t // k[1], k[1])
+    y = v[:, :, :, 0, :, 0]
+    for i in range(k[0]):
+        for j in range(k[1]):
+            if i or j:
+                y = torch.maximum(y, v[:, :, :, i, :, j])
+    return y.contiguous()
+
+
 class SafeMaxPool2d(nn.Module):
     """Max pooling with stride = kernel whose kernel is clipped to the input size and with
-    ``ceil_mode``, so no axis ever shrinks below 1 (short segments, 12-bin chroma)."""
+    ``ceil_mode``, so no axis ever shrinks below 1 (short segments, 12-bin chroma). Without
+    gradients (evaluation, inference) contiguous NCHW maps go through :func:`block_max`."""
 
     def __init__(self, kernel_size: tuple[int, int]):
         super().__init__()
@@ -146,6 +165,9 @@ class SafeMaxPool2d(nn.Module):
         k = (min(self.kernel_size[0], x.shape[-2]), min(self.kernel_size[1], x.shape[-1]))
         if k == (1, 1):
             return x
+        if not (torch.is_grad_enabled() and x.requires_grad) and x.dim() == 4 \
+                and x.is_contiguous() and x.is_floating_point():
+            return block_max(x, k)
         return F.max_pool2d(x, k, stride=k, ceil_mode=True)
 
     def extra_repr(self) -> str:

@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_modules import (
@@ -543,3 +544,20 @@ def test_pooling_never_exceeds_a_short_input():
     b = build_backbone("serial_cnn", 1, channels=[4, 4, 4, 4], input_freq=2)
     assert b(torch.randn(1, 1, 2, 2)).shape == (1, 4, 2, 1)
     assert b(torch.randn(1, 1, 2, 5)).shape == (1, 4, 2, 1)
+
+
+@pytest.mark.parametrize("shape,kernel", [((2, 3, 64, 65), (2, 2)), ((2, 3, 7, 5), (2, 3)),
+                                          ((2, 3, 3, 9), (1, 2)), ((1, 2, 1, 1), (2, 2))])
+def test_pooling_without_gradients_gives_the_pooling_kernels_values(shape, kernel):
+    from lightning_modules.backbones import SafeMaxPool2d
+
+    x = torch.randn(shape)
+    k = (min(kernel[0], shape[2]), min(kernel[1], shape[3]))
+    want = x if k == (1, 1) else F.max_pool2d(x, k, stride=k, ceil_mode=True)
+    with torch.no_grad():
+        got = SafeMaxPool2d(kernel)(x)
+    assert torch.equal(got, want) and got.is_contiguous()
+    # With gradients the pooling kernel runs (its backward routes to the first maximum).
+    xg = x.clone().requires_grad_()
+    SafeMaxPool2d(kernel)(xg).sum().backward()
+    assert xg.grad.sum() == want.numel()
