@@ -103,18 +103,23 @@ class DeviceStore:
         self.names = list(ds.names)
         order = np.asarray(ds.rows, dtype=np.int64)
         sort = np.argsort(order, kind="stable")  # memory maps read fastest in row order
-        self.clips: dict[str, torch.Tensor] = {}
-        for name in self.names:
-            arr = ds.arrays[name]
-            x = np.empty((len(order), arr.shape[1], max(ds.total, self.seg)), dtype=arr.dtype)
-            x[..., ds.total:] = 0  # clips shorter than one segment: zero padding, as batch()
-            x[sort, :, :ds.total] = arr[order[sort]]
-            self.clips[name] = torch.from_numpy(x).to(self.device)
-        # Window (c, s) of a feature is flat[c * F * T + f * T + s + t]: one take() per
-        # feature and batch, with these [1, F, seg] offsets of (f, t).
-        self.offsets = {n: (torch.arange(x.shape[1], device=self.device)[:, None] * x.shape[2]
-                            + torch.arange(self.seg, device=self.device)[None, :])[None]
-                        for n, x in self.clips.items()}
+        # Every feature's bands stacked in one [clips, bands, frames] tensor (one gather per
+        # batch); each feature is a band range of it.
+        dtypes = {np.dtype(a.dtype) for a in ds.arrays.values()}
+        if len(dtypes) != 1:
+            raise ValueError(f"DeviceStore: the cached features have several dtypes {dtypes}")
+        bands = [int(ds.arrays[n].shape[1]) for n in self.names]
+        x = np.zeros((len(order), sum(bands), max(ds.total, self.seg)), dtype=dtypes.pop())
+        self.bands: dict[str, slice] = {}
+        f0 = 0
+        for name, f in zip(self.names, bands):
+            # clips shorter than one segment keep zero padding, as SegmentDataset.batch()
+            x[sort, f0:f0 + f, :ds.total] = ds.arrays[name][order[sort]]
+            self.bands[name] = slice(f0, f0 + f)
+            f0 += f
+        self.clips = torch.from_numpy(x).to(self.device)
+        # A [clips, bands, windows, seg] view (no copy): window s of clip c is [c, :, s].
+        self.windows = self.clips.unfold(2, self.seg, 1)
         self.clip_pos = torch.from_numpy(ds.clip_pos).to(self.device)
         self.starts = torch.from_numpy(ds.starts).to(self.device)
         self.max_start = torch.from_numpy(ds.max_start).to(self.device)
@@ -124,7 +129,7 @@ class DeviceStore:
 
     @property
     def nbytes(self) -> int:
-        return sum(x.numel() * x.element_size() for x in self.clips.values())
+        return self.clips.numel() * self.clips.element_size()
 
     def _shard(self) -> int:
         """Segments this rank sees per epoch."""
@@ -148,23 +153,25 @@ class DeviceStore:
         g.manual_seed(self.seed * 1_000_003 + self.epoch)
         return g
 
-    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        """Segments ``idx`` (a long tensor on the store's device) as one batch."""
+    def _windows(self, idx: torch.Tensor, generator: torch.Generator | None):
+        """(clip positions, start frames) of segments ``idx``; random crops drawn anew."""
         pos = self.clip_pos[idx]
-        if self.random_crops:
-            u = torch.rand(len(idx), generator=generator, device=self.device,
-                           dtype=torch.float64)
-            starts = torch.floor(u * (self.max_start[pos] + 1)).long()
-        else:
-            starts = self.starts[idx]
-        out = {}
-        for n, x in self.clips.items():
-            base = pos * (x.shape[1] * x.shape[2]) + starts
-            out[n] = x.view(-1).take(base[:, None, None] + self.offsets[n]) \
-                .to(torch.float32).unsqueeze(1)
-        out["label"] = self.labels[pos]
+        if not self.random_crops:
+            return pos, self.starts[idx]
+        u = torch.rand(len(idx), generator=generator, device=self.device, dtype=torch.float64)
+        return pos, torch.floor(u * (self.max_start[pos] + 1)).long()
+
+    def _cut(self, pos: torch.Tensor, starts: torch.Tensor, labels: torch.Tensor) -> dict:
+        x = self.windows[pos, :, starts].to(torch.float32).unsqueeze(1)
+        out = {n: x[:, :, f] for n, f in self.bands.items()}
+        out["label"] = labels
         out["clip"] = pos
         return out
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """Segments ``idx`` (a long tensor on the store's device) as one batch."""
+        pos, starts = self._windows(idx, generator)
+        return self._cut(pos, starts, self.labels[pos])
 
     def __iter__(self):
         if self.epoch_of is not None:
@@ -178,6 +185,10 @@ class DeviceStore:
             order = order[self.rank::self.world][:self._shard()]
         n = len(order)
         stop = n - n % self.batch_size if (self.drop_last and n > self.batch_size) else n
+        # The epoch's windows in one go; each batch is then two slices and one cut.
+        pos, starts = self._windows(order[:stop], g)
+        labels = self.labels[pos]
         for i in range(0, stop, self.batch_size):
-            yield self.batch(order[i:i + self.batch_size], g)
+            j = i + self.batch_size
+            yield self._cut(pos[i:j], starts[i:j], labels[i:j])
         self.epoch += 1
