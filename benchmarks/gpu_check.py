@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     log("2/3 training segments/s per mode: device-resident store vs 2-worker DataLoader")
     words = ["data=synth"]
     if a.cpu:  # a small set of its own: the demo set under data_dir/synth stays as it is
-        words += ["data.root=${paths.data_dir}/synth_gpu_check_cpu",
-                  "data.synth.clips_per_class=2", "backbone.channels=[4,8,8,8]"]
+        words += [f"data.root={paths.paths.data_dir}/synth_gpu_check_cpu",
+                  "data.synth.clips_per_class=5", "backbone.channels=[4,8,8,8]"]
     result["training"] = training_rates(words, dev, a.seconds, a.modes)
 
     n_dev = torch.cuda.device_count() if dev.type == "cuda" else 0
