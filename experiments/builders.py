@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,9 @@ def trainer_kwargs(cfg) -> dict:
 def build_trainer(cfg, run_dir: Path, run_id: str, loggers=None, callbacks=None) -> pl.Trainer:
     """``pl.Trainer(**cfg.trainer)`` with this run's loggers and callbacks."""
     kwargs = trainer_kwargs(cfg)  # DDP on CPU: Lightning uses gloo
-    kwargs.setdefault("enable_progress_bar", True)
+    # A progress bar for a person at a terminal; a log file (sweep trials, cluster jobs)
+    # gets the epoch lines and the summary without redrawn bars.
+    kwargs.setdefault("enable_progress_bar", sys.stderr.isatty())
     return pl.Trainer(
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir, run_id) if loggers is None else loggers,

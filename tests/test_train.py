@@ -32,7 +32,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("gtzan")
     make_gtzan(root, per_genre=4, seconds=6.0)
     out = tmp_path_factory.mktemp("out")
-    env = {"MLFI_OUTPUT_DIR": str(out)}
+    # Module scope runs before the per-test isolation: every path is set here.
+    env = {"MLFI_OUTPUT_DIR": str(out), "MLFI_CACHE_DIR": str(out / "cache"),
+           "MLFI_DATA_DIR": str(out / "data")}
     r = call_cli("experiments.train", *TINY, f"data.root={root}", "model=mid_two_way",
                  "seed=3", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
