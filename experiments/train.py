@@ -65,7 +65,7 @@ def _train(cfg) -> dict:
                                           cfg.trainer.accelerator)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    log.info(describe(precision, channels_last))
+    log.info(describe(precision, channels_last, cfg.trainer.accelerator))
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     ckpt = None
