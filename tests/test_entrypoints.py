@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+import sys
+
 import pytest
 
 from experiments.config import compose, configure_logging
@@ -44,8 +46,10 @@ def test_library_logs_reach_stderr_on_rank_zero_only(monkeypatch, capsys):
     configure_logging()
 
 
-def test_a_trainer_override_that_the_code_also_sets_is_taken(tmp_path):
+def test_a_trainer_override_that_the_code_also_sets_is_taken(tmp_path, monkeypatch):
     from experiments.builders import build_trainer
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
 
     cfg = compose(["trainer=cpu", "+trainer.enable_progress_bar=false",
                    "logger.wandb.enabled=false", "callbacks.gradcam.enabled=false",
@@ -54,6 +58,10 @@ def test_a_trainer_override_that_the_code_also_sets_is_taken(tmp_path):
     assert trainer.progress_bar_callback is None
     assert build_trainer(compose(["trainer=cpu", "logger.wandb.enabled=false"]), tmp_path,
                          "x").progress_bar_callback is not None
+    # Into a log file (sweep trials, cluster jobs) no bar is redrawn by default.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert build_trainer(compose(["trainer=cpu", "logger.wandb.enabled=false"]), tmp_path,
+                         "y").progress_bar_callback is None
 
 
 def test_the_evaluation_trainer_follows_cfg_trainer_on_one_device_and_scores_everything():
