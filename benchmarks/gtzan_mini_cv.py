@@ -1,19 +1,31 @@
-"""5-fold cross-validation on the 50 real GTZAN clips in ../shared/data/gtzan-mini-dev.
+"""Cross-validation on the 50 real GTZAN clips in ../shared/data/gtzan-mini-dev: every mode,
+folds x seeds, and clip-statistics + SVM baselines on the same folds.
 
-    python -m benchmarks.gtzan_mini_cv [--modes late_fusion mid_two_way] [--epochs 12]
+    python -m benchmarks.gtzan_mini_cv [--modes ...] [--seeds 0 1] [--epochs 20] [--crops 16]
+        [--set data.spec_augment.enabled=true ...] [--name gtzan_mini_cv]
 
-Each fold: 1 clip per genre for test, 1 for validation (model selection), 3 for training
-(stratified folds, ``data.split=kfold data.folds=5``). The CNN runs go through the sweep
-runner (``experiments.sweep`` on a generated sweep file, so finished folds are reused);
-the baseline is MFCC statistics (mean and std of 20 MFCCs over the clip) + an RBF SVM
-(scikit-learn) on the same folds, fitted on the training clips and, separately, on
-training + validation clips (it needs no model selection). Reports clip accuracy
-mean +- std over folds; the last stdout line is a JSON summary.
+Each fold (stratified, ``data.split=kfold data.folds=5``): 1 clip per genre for test, 1 for
+validation (model selection), 3 for training (30 clips). The CNN runs go through the sweep
+runner (a generated sweep file, two trials at a time; finished trials are reused), each
+with the same budget: ``--epochs`` epochs of ``--crops`` random 3-s windows per training
+clip, batch 32, peak learning rate 3e-3, no early stopping (a 10-clip validation split
+would stop runs at random). Features: 64 Mel bands, hop 1024 (the CPU-sized grid of the
+synthetic demo, about 6x cheaper than the default 128 x 130; ``--real-features`` uses the
+default grid). ``--set`` adds overrides to every run (a recipe's on/off comparison).
+
+Baselines: per-band mean and std over the whole clip of MFCC (20), chroma (12) and both,
+standardised, RBF SVM (C=10), fitted on the training + validation clips of each fold (an
+SVM needs no model selection). Reported: clip accuracy on the test fold, mean +- std over
+folds x seeds; paired differences per fold (CNN runs averaged over seeds) against mel_only
+and against the MFCC + chroma SVM, with 95 % CIs (paired t-test over the folds); and the
+sweep's own table (paired over folds x seeds against late fusion) in its results.md. The
+last stdout line is a JSON summary.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -23,14 +35,27 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO.parent / "shared" / "data" / "gtzan-mini-dev"
-# CPU-sized features (as the synthetic demo): 64 Mel bands, hop 1024.
+MODES = ("late_fusion", "mid_into_mel", "mid_into_chroma", "mid_two_way", "mel_only",
+         "chroma_only")
+BATCH = 32
 COMMON = {"data": "gtzan", "data.root": str(ROOT), "data.split": "kfold", "data.folds": 5,
-          "data.train_crops_per_clip": 8, "features.n_mels": 64, "features.hop_length": 1024,
-          "trainer": "cpu", "callbacks.gradcam.enabled": False,
-          "callbacks.ablation.enabled": False, "train.resume": "auto"}
+          "data.segment_overlap": 0.0, "data.batch_size": BATCH, "model.lr": 0.003,
+          "trainer": "cpu", "callbacks.early_stopping.enabled": False,
+          "callbacks.gradcam.enabled": False, "callbacks.ablation.enabled": False,
+          "logger.wandb.enabled": False, "train.channels_last": True, "train.resume": "auto"}
+CPU_FEATURES = {"features.n_mels": 64, "features.hop_length": 1024}
+SVM_SETS = {"MFCC": ("mfcc",), "chroma": ("chroma",), "MFCC + chroma": ("mfcc", "chroma")}
 
 
-def svm_baseline(folds: int = 5) -> dict:
+def fold_tables(folds: int) -> list:
+    from datamodules.gtzan import index_gtzan
+
+    return [index_gtzan({"root": str(ROOT), "split": "kfold", "folds": folds, "fold": f,
+                         "split_seed": 0, "min_seconds": 3.0}).table for f in range(folds)]
+
+
+def svm_baselines(tables: list) -> dict[str, list[float]]:
+    """Test accuracy per fold of each statistics set + RBF SVM (fit: train + valid)."""
     import torch
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -38,80 +63,127 @@ def svm_baseline(folds: int = 5) -> dict:
 
     from datamodules.audio import load_audio
     from datamodules.features import FeatureExtractor, FeatureParams
-    from datamodules.gtzan import index_gtzan
 
-    params = FeatureParams.from_dict({"names": ["mfcc"], "n_mfcc": 20})
-    ext = FeatureExtractor(params)
-    feats = {}
-    accs = {"train": [], "train+valid": []}
-    for fold in range(folds):
-        ix = index_gtzan({"root": str(ROOT), "split": "kfold", "folds": folds, "fold": fold,
-                          "split_seed": 0, "min_seconds": 3.0})
-        t = ix.table
-        for p in t["path"]:
-            if p not in feats:
-                m = ext(torch.from_numpy(load_audio(p).wave)[None])["mfcc"][0].numpy()
-                feats[p] = np.concatenate([m.mean(1), m.std(1)])
-        X = np.stack([feats[p] for p in t["path"]])
+    ext = FeatureExtractor(FeatureParams.from_dict({"names": ["mfcc", "chroma"], "n_mfcc": 20}))
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    for p in sorted(set().union(*(t["path"] for t in tables))):
+        f = ext(torch.from_numpy(load_audio(p).wave)[None])
+        stats[p] = {n: np.concatenate([f[n][0].numpy().mean(1), f[n][0].numpy().std(1)])
+                    for n in ("mfcc", "chroma")}
+    out: dict[str, list[float]] = {name: [] for name in SVM_SETS}
+    for t in tables:
         y = t["label"].to_numpy()
+        fit = t["split"].isin(["train", "valid"]).to_numpy()
         test = (t["split"] == "test").to_numpy()
-        for name, fit in (("train", (t["split"] == "train").to_numpy()),
-                          ("train+valid", t["split"].isin(["train", "valid"]).to_numpy())):
+        for name, parts in SVM_SETS.items():
+            X = np.stack([np.concatenate([stats[p][n] for n in parts]) for p in t["path"]])
             clf = make_pipeline(StandardScaler(), SVC(C=10.0, kernel="rbf", gamma="scale"))
             clf.fit(X[fit], y[fit])
-            accs[name].append(float((clf.predict(X[test]) == y[test]).mean()))
-    return accs
+            out[name].append(float((clf.predict(X[test]) == y[test]).mean()))
+    return out
+
+
+def run_sweep(a, overrides: dict) -> Path:
+    from experiments.config import compose
+
+    out = Path(compose([]).paths.output_dir) / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    params = {**COMMON, **({} if a.real_features else CPU_FEATURES), **overrides,
+              "trainer.max_epochs": a.epochs, "data.train_crops_per_clip": a.crops}
+    spec = {"name": a.name, "method": "grid",
+            "metric": {"name": "val/acc_clip", "goal": "maximize"},
+            "local": {"parallel": a.parallel},
+            "parameters": {**{k: {"value": v} for k, v in params.items()},
+                           "model": {"values": list(a.modes)},
+                           "data.fold": {"values": list(range(a.folds))},
+                           "seed": {"values": list(a.seeds)}}}
+    path = out / f"{a.name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    r = subprocess.run([sys.executable, "-m", "experiments.sweep", f"sweep={path}"], cwd=REPO,
+                       stdout=subprocess.PIPE, text=True)
+    if r.returncode:
+        raise SystemExit(f"the sweep {path} failed (exit {r.returncode}); its trial logs are in "
+                         f"{out.parent / 'sweeps' / a.name / 'logs'}")
+    return Path(json.loads(r.stdout.strip().splitlines()[-1])["out_dir"])
+
+
+def _override(word: str) -> tuple[str, object]:
+    if "=" not in word:
+        raise SystemExit(f"--set {word!r}: expected key=value")
+    k, v = word.split("=", 1)
+    return k, yaml.safe_load(v)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--modes", nargs="+", default=["late_fusion", "mid_two_way"])
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--crops", type=int, default=16)
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--real-features", action="store_true")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--name", default="gtzan_mini_cv")
     a = ap.parse_args()
     if not ROOT.is_dir():
         print(f"skipped: {ROOT} is absent (the real clips are only in the dev setup)",
               file=sys.stderr)
         return 0
-    from experiments.config import compose
-
-    out = Path(compose([]).paths.output_dir) / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    spec = {"name": "gtzan_mini_cv", "method": "grid",
-            "metric": {"name": "val/acc_clip", "goal": "maximize"},
-            "parameters": {**{k: {"value": v} for k, v in COMMON.items()},
-                           "trainer.max_epochs": {"value": a.epochs},
-                           "model": {"values": a.modes},
-                           "data.fold": {"values": list(range(a.folds))},
-                           "seed": {"value": 0}}}
-    path = out / "gtzan_mini_cv.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    r = subprocess.run([sys.executable, "-m", "experiments.sweep", f"sweep={path}",
-                        "logger.wandb.enabled=false"], cwd=REPO, capture_output=True, text=True)
-    if r.returncode:
-        print(r.stderr[-3000:], file=sys.stderr)
-        return r.returncode
     import pandas as pd
 
-    trials = pd.read_csv(Path(json.loads(r.stdout.strip().splitlines()[-1])["out_dir"])
-                         / "trials.csv")
+    from experiments.sweep_stats import repetitions_test
+
+    overrides = dict(_override(w) for w in a.set)
+    tables = fold_tables(a.folds)
+    n_train = int((tables[0]["split"] == "train").sum())
+    steps = a.epochs * math.ceil(n_train * a.crops / BATCH)
+    sweep_dir = run_sweep(a, overrides)
+    trials = pd.read_csv(sweep_dir / "trials.csv")
+    per_fold: dict[str, np.ndarray] = {}
     rows = []
     for mode in a.modes:
-        acc = trials[trials["param:model"] == mode]["test/acc_clip"].to_numpy()
-        rows.append((f"{mode} (CNN, {a.epochs} epochs)", acc))
-    svm = svm_baseline(a.folds)
-    rows += [("MFCC stats + SVM (train clips)", np.array(svm["train"])),
-             ("MFCC stats + SVM (train+valid clips)", np.array(svm["train+valid"]))]
-    print(f"GTZAN mini (50 real clips), {a.folds}-fold CV (not artist-filtered), clip accuracy "
-          f"on the test fold, mean and std over the folds")
-    print(f"{'model':<42}{'mean %':>8}{'std %':>8}  per fold")
-    summary = {"benchmark": "gtzan_mini_cv", "folds": a.folds, "results": {}}
-    for name, acc in rows:
-        std = acc.std(ddof=1) if len(acc) > 1 else 0.0
-        print(f"{name:<42}{100 * acc.mean():>8.1f}{100 * std:>8.1f}  "
-              + " ".join(f"{x:.1f}" for x in 100 * acc))
-        summary["results"][name] = {"mean": round(float(acc.mean()), 4),
-                                    "std": round(float(std), 4), "folds": acc.round(4).tolist()}
+        t = trials[trials["param:model"] == mode]
+        acc = t["test/acc_clip"].to_numpy(dtype=float)
+        per_fold[mode] = t.groupby("param:data.fold")["test/acc_clip"].mean().reindex(
+            range(a.folds)).to_numpy(dtype=float)
+        rows.append((f"{mode} (CNN)", acc, f"{len(acc)} runs"))
+    svm = svm_baselines(tables)
+    for name, acc in svm.items():
+        per_fold[f"{name} SVM"] = np.array(acc)
+        rows.append((f"{name} stats + SVM", np.array(acc), f"{len(acc)} folds"))
+    feats = "128 Mel x hop 512" if a.real_features else "64 Mel x hop 1024"
+    extra = (" + " + " ".join(a.set)) if a.set else ""
+    print(f"GTZAN mini (50 real clips), {a.folds}-fold CV (not artist-filtered; per fold 30 "
+          f"train / 10 valid / 10 test clips), test clip accuracy.\nCNN budget: {a.epochs} "
+          f"epochs x {a.crops} random 3-s windows per training clip, batch {BATCH}: {steps} "
+          f"optimiser steps; {feats}; seeds {a.seeds}{extra}.")
+    print(f"{'model':<28}{'mean %':>8}{'std %':>8}  over")
+    summary = {"benchmark": "gtzan_mini_cv", "name": a.name, "folds": a.folds,
+               "seeds": a.seeds, "steps": steps, "overrides": overrides, "results": {},
+               "paired": {}, "sweep_dir": str(sweep_dir)}
+    for name, acc, over in rows:
+        std = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
+        print(f"{name:<28}{100 * acc.mean():>8.1f}{100 * std:>8.1f}  {over}")
+        summary["results"][name] = {"mean": round(float(acc.mean()), 4), "std": round(std, 4),
+                                    "n": int(len(acc))}
+    refs = [r for r in ("mel_only", "MFCC + chroma SVM") if r in per_fold]
+    print(f"\nPaired differences per fold (points; CNN runs averaged over seeds; paired t-test "
+          f"over {a.folds} folds, 95 % CI):")
+    for ref in refs:
+        for name in per_fold:
+            if name == ref:
+                continue
+            d = repetitions_test(per_fold[name], per_fold[ref])
+            lo, hi = d.get("ci_low"), d.get("ci_high")
+            ci = "" if lo is None else f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            p = d.get("p")
+            print(f"  {name:<24} - {ref:<18} {100 * d['delta']:+6.1f}{ci}"
+                  + ("" if p is None else f"  p {p:.3f}"))
+            summary["paired"][f"{name} - {ref}"] = {k: d.get(k) for k in
+                                                    ("delta", "ci_low", "ci_high", "p")}
+    print(f"\nThe sweep's table (paired over folds x seeds against late fusion): "
+          f"{sweep_dir / 'results.md'}")
     print(json.dumps(summary))
     return 0
 

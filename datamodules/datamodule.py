@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from .device_store import DeviceStore, dataset_bytes, decide_store
 from .errors import UserError
+from .features import FeatureParams
 from .index import SPLITS
 from .segments import SegmentDataset, collate_batched, segment_geometry
 
@@ -57,6 +58,7 @@ class GenreDataModule(pl.LightningDataModule):
         self.batch_size = int(cfg.data.batch_size)
         self.stores: dict[str, DeviceStore] = {}
         self.store_decision = None
+        self._feature_params = None  # for the key shift, built on first use
 
     # -- building -------------------------------------------------------------------
     def _index(self):
@@ -210,8 +212,19 @@ class GenreDataModule(pl.LightningDataModule):
 
     # -- augmentation ---------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx):
+        training = self.trainer is not None and self.trainer.training
+        ks = self.cfg.data.get("key_shift") or {}
+        if training and ks.get("enabled"):
+            from .key_shift import random_shifts, shift_batch
+            from .prepare import feature_params
+
+            if self._feature_params is None:
+                self._feature_params = FeatureParams.from_dict(feature_params(self.cfg))
+            n = next(iter(batch.values())).shape[0]
+            batch = shift_batch(batch, random_shifts(n, ks.get("max_semitones", 2),
+                                                     ks.get("p", 0.5)), self._feature_params)
         sa = self.cfg.data.spec_augment
-        if sa.enabled and self.trainer is not None and self.trainer.training:
+        if sa.enabled and training:
             batch = spec_augment(batch, self.norm_stats, sa, self.cfg.features.names)
         return batch
 

@@ -176,7 +176,7 @@ def model_kwargs(cfg, labels: list[str], input_bins: dict[str, int]) -> dict:
         tap=int(m.tap), inputs=dict(input_bins), head_dropout=float(m.head_dropout),
         lr=float(m.lr), weight_decay=float(m.weight_decay), scheduler=str(m.scheduler),
         warmup_epochs=float(m.warmup_epochs), label_smoothing=float(m.label_smoothing),
-        mixup_alpha=float(m.mixup_alpha),
+        mixup_alpha=float(m.mixup_alpha), join=str(m.get("join", "concat")),
         extra={
             "dataset": str(cfg.data.name),
             "features": OmegaConf.to_container(cfg.features, resolve=True),

@@ -22,12 +22,12 @@ MID_MODES = ("mid_into_mel", "mid_into_chroma", "mid_two_way")
 
 
 def ignored_keys(mode: str, match_params=None) -> tuple[str, ...]:
-    """Config keys that do not change what a run of ``mode`` computes: ``model.tap`` for a
-    mode without a middle-level join, unless ``backbone.match_params`` sizes it after a mode
-    at that tap."""
-    if str(mode) in MID_MODES or match_params:
+    """Config keys that do not change what a run of ``mode`` computes: ``model.tap`` and
+    ``model.join`` for a mode without a middle-level join (``model.tap`` kept when
+    ``backbone.match_params`` sizes the model after a mode at that tap)."""
+    if str(mode) in MID_MODES:
         return ()
-    return ("model.tap",)
+    return ("model.join",) if match_params else ("model.tap", "model.join")
 
 
 def mode_of_choice(choice) -> str:
@@ -48,9 +48,11 @@ def identity(cfg) -> dict:
     for key in ignored_keys(cfg.model.mode, cfg.backbone.get("match_params")):
         node, leaf = key.split(".")
         d[node].pop(leaf, None)
-    # The width knobs at their defaults leave the identity of earlier runs unchanged.
+    # The width knobs and the join at their defaults leave the identity of earlier runs unchanged.
     if d["backbone"].get("width") == 1.0:
         d["backbone"].pop("width")
+    if d["model"].get("join") == "concat":
+        d["model"].pop("join")
     if d["backbone"].get("match_params") is None:
         d["backbone"].pop("match_params", None)
     for key in _IDENTITY_EXCLUDE:
@@ -71,6 +73,8 @@ def run_name(cfg) -> str:
         return str(cfg.train.run_name)
     m = cfg.model
     tap = f"-tap{m.tap}" if str(m.mode).startswith("mid_") else ""
+    if tap and m.get("join", "concat") != "concat":
+        tap += f"-{m.join}"
     return f"{cfg.data.name}-{m.mode}-{cfg.backbone.name}{tap}-seed{cfg.seed}-{config_hash(cfg)}"
 
 

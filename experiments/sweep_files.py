@@ -206,8 +206,8 @@ def _word_value(params: dict, overrides: list[str], keys: tuple[str, ...]):
 
 def ignored_params(params: dict, overrides: list[str] = ()) -> list[str]:
     """The parameters of a trial that do not change what it computes (the same rule as the
-    run identity, :func:`experiments.run_dirs.ignored_keys`): ``model.tap`` for a mode
-    without a middle-level join."""
+    run identity, :func:`experiments.run_dirs.ignored_keys`): ``model.tap`` and
+    ``model.join`` for a mode without a middle-level join."""
     from experiments.run_dirs import ignored_keys, mode_of_choice
 
     mode = _word_value(params, overrides, ("model.mode",))

@@ -4,7 +4,8 @@ optimiser and logging. A mode class (``modes.py``) only declares its wiring:
 - ``mode``: the registry name (stored in the checkpoint's hyperparameters),
 - ``branch_names``: the input features that get a branch (``"mel"``, ``"chroma"``),
 - ``receives``: receiver branch -> donor branch; the donor's features after stage ``tap``
-  are joined (``fusion.join``) onto the receiver's, which feeds its stage ``tap + 1``.
+  are joined (``fusion.Join``, kind ``join``) onto the receiver's, which feeds its stage
+  ``tap + 1``.
 
 Every used branch feeds the head: global average + max pooling per branch, concatenated,
 dropout, one Linear layer.
@@ -30,7 +31,7 @@ from lightning_modules.backbones import (
     backbone_input_kind,
     build_backbone,
 )
-from lightning_modules.fusion import Join
+from lightning_modules.fusion import JOINS, Join, film_hidden
 from lightning_modules.metrics import ClipVoting
 
 FEATURES = ("mel", "chroma")
@@ -95,6 +96,10 @@ class GenreClassifier(pl.LightningModule):
         mixup_alpha: mixup on training batches (Beta(alpha, alpha)) when > 0.
         upsample: how a donor map grows onto a larger receiver grid (``nearest`` or
             ``bilinear``); shrinking is adaptive average pooling.
+        join: how the mid modes join the donor into the receiver (``fusion.JOINS``):
+            ``concat`` (resize and concatenate), ``broadcast`` (frequency-averaged donor
+            on every receiver row) or ``film`` (donor predicts scale and shift); the same
+            parameter count within 5 %.
         extra: free-form metadata kept in the checkpoint (feature parameters, segments).
 
     Inputs: ``forward(mel [B, 1, 128, T], chroma [B, 1, 12, T]) -> logits [B, C]``,
@@ -124,6 +129,7 @@ class GenreClassifier(pl.LightningModule):
         label_smoothing: float = 0.1,
         mixup_alpha: float = 0.0,
         upsample: str = "nearest",
+        join: str = "concat",
         extra: dict | None = None,
     ):
         init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -142,6 +148,8 @@ class GenreClassifier(pl.LightningModule):
                              f"{list(self.branch_names)} (mode {self.mode!r})")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler={scheduler!r}: expected one of {SCHEDULERS}")
+        if join not in JOINS:
+            raise ValueError(f"model.join={join!r}: expected one of {', '.join(JOINS)}")
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; registered backbones: "
                              f"{', '.join(sorted(BACKBONES))}")
@@ -159,8 +167,8 @@ class GenreClassifier(pl.LightningModule):
             self.register_buffer(f"{name}_mean", torch.zeros(1, 1, int(bins), 1))
             self.register_buffer(f"{name}_std", torch.ones(1, 1, int(bins), 1))
 
+        self.joins = nn.ModuleDict()
         self.branches = nn.ModuleDict(self._build_branches())
-        self.join = Join(upsample)
         self.pool = GlobalAvgMaxPool()
         head_in = sum(b.out_channels[-1] * (2 if b.input_kind == "map" else 1)
                       for b in self.branches.values())
@@ -206,11 +214,23 @@ class GenreClassifier(pl.LightningModule):
                 f"tap={self.tap} is impossible for mode {self.mode!r} with backbone "
                 f"{name_bb!r} ({stages}): valid taps are 1..{hi}")
         out = dict(plain)
+        kind, upsample = self.hparams.join, self.hparams.upsample
         for receiver, donor in self.receives.items():
             extra_ch = plain[donor].out_channels[self.tap - 1]
-            out[receiver] = build_backbone(name_bb, self._in_channels(receiver),
-                                           widen={self.tap + 1: extra_ch},
-                                           **self._branch_kwargs(receiver))
+            widened = build_backbone(name_bb, self._in_channels(receiver),
+                                     widen={self.tap + 1: extra_ch},
+                                     **self._branch_kwargs(receiver))
+            if kind == "film" and plain[receiver].input_kind == "map":
+                budget = (sum(p.numel() for p in widened.parameters())
+                          - sum(p.numel() for p in plain[receiver].parameters()))
+                c1 = plain[receiver].out_channels[self.tap - 1]
+                self.joins[receiver] = Join(upsample, "film", c1, extra_ch,
+                                            film_hidden(budget, c1, extra_ch))
+            else:
+                # Vectors (the mlp backbone) are concatenated by every join.
+                self.joins[receiver] = Join(upsample, "concat" if kind == "film" else kind,
+                                            donor_channels=extra_ch)
+                out[receiver] = widened
         return out
 
     # ------------------------------------------------------------------ normalisation
@@ -262,7 +282,7 @@ class GenreClassifier(pl.LightningModule):
         for n in self.branch_names:
             h = taps[n]
             if n in self.receives:
-                h = self.join(h, taps[self.receives[n]])
+                h = self.joins[n](h, taps[self.receives[n]])
             out[n] = self.branches[n].run_stages(h, self.tap)
         return out
 

@@ -1,9 +1,23 @@
 """Joining a donor branch's features into a receiver branch (the MLFI join).
 
-Maps: the donor ``[B, C2, H2, W2]`` is resized to the receiver's (frequency, time) grid
-``(H1, W1)``, each axis on its own — adaptive average pooling where it shrinks,
-interpolation (``nearest`` or ``bilinear``) where it grows — then concatenated on channels:
-``[B, C1 + C2, H1, W1]``. Vectors ``[B, C1]`` and ``[B, C2]`` are just concatenated.
+Three joins (``model.join``), all with time kept aligned (both branches halve time at the
+same stages):
+
+- ``concat``: the donor ``[B, C2, H2, W2]`` is resized to the receiver's (frequency, time)
+  grid ``(H1, W1)``, each axis on its own (adaptive average pooling where it shrinks,
+  interpolation, ``nearest`` or ``bilinear``, where it grows), then concatenated on
+  channels: ``[B, C1 + C2, H1, W1]``. Donor rows are treated as co-located with the
+  receiver rows they are stretched over (3 chroma rows over 32 Mel rows).
+- ``broadcast``: the donor is averaged over frequency, resized along time and broadcast
+  along every receiver row, then concatenated: ``[B, C1 + C2, H1, W1]``. No frequency
+  alignment is assumed; the same parameter count as ``concat``.
+- ``film``: the frequency-averaged donor predicts a per-channel, per-frame scale and shift
+  of the receiver (a (1, 3) convolution along time, ReLU, a 1x1 convolution to 2 x C1):
+  ``receiver * (1 + gamma) + beta``, ``[B, C1, H1, W1]``. The receiver's next stage is not
+  widened; the generator's hidden width is chosen so that the model's parameter count
+  matches ``concat``'s (:func:`film_hidden`).
+
+Vectors ``[B, C1]`` and ``[B, C2]`` (the ``mlp`` backbone) are concatenated by every join.
 """
 from __future__ import annotations
 
@@ -12,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
+JOINS = ("concat", "broadcast", "film")
 
 
 def resize_axis(x: torch.Tensor, axis: int, size: int, upsample: str = "nearest") -> torch.Tensor:
@@ -31,36 +46,104 @@ def resize_axis(x: torch.Tensor, axis: int, size: int, upsample: str = "nearest"
     return F.interpolate(x, size=tuple(target), mode="nearest")
 
 
-def join(receiver: torch.Tensor, donor: torch.Tensor, upsample: str = "nearest") -> torch.Tensor:
-    """Concatenate ``donor`` onto ``receiver`` on channels after resizing it to the
-    receiver's grid.
-
-    receiver [B, C1, H1, W1], donor [B, C2, H2, W2] -> [B, C1 + C2, H1, W1];
-    receiver [B, C1], donor [B, C2] -> [B, C1 + C2].
-    """
+def _check_pair(receiver: torch.Tensor, donor: torch.Tensor) -> None:
     if receiver.dim() != donor.dim() or receiver.dim() not in (2, 4):
         raise ValueError(f"join: receiver {tuple(receiver.shape)} and donor "
                          f"{tuple(donor.shape)} must both be [B, C, F, T] maps or [B, C] vectors")
     if receiver.shape[0] != donor.shape[0]:
         raise ValueError(f"join: batch sizes differ (receiver {receiver.shape[0]}, donor "
                          f"{donor.shape[0]})")
+
+
+def join(receiver: torch.Tensor, donor: torch.Tensor, upsample: str = "nearest") -> torch.Tensor:
+    """The ``concat`` join: ``donor`` resized to the receiver's grid, concatenated on channels.
+
+    receiver [B, C1, H1, W1], donor [B, C2, H2, W2] -> [B, C1 + C2, H1, W1];
+    receiver [B, C1], donor [B, C2] -> [B, C1 + C2].
+    """
+    _check_pair(receiver, donor)
     if receiver.dim() == 4:
         donor = resize_axis(donor, 2, receiver.shape[2], upsample)
         donor = resize_axis(donor, 3, receiver.shape[3], upsample)
     return torch.cat([receiver, donor], dim=1)
 
 
-class Join(nn.Module):
-    """``join`` as a module (so hooks can see the joined map): forward(receiver, donor)."""
+def donor_over_time(donor: torch.Tensor, frames: int, upsample: str = "nearest") -> torch.Tensor:
+    """[B, C2, H2, W2] -> [B, C2, 1, frames]: averaged over frequency, resized along time."""
+    return resize_axis(donor.mean(dim=2, keepdim=True), 3, int(frames), upsample)
 
-    def __init__(self, upsample: str = "nearest"):
+
+def broadcast_join(receiver: torch.Tensor, donor: torch.Tensor,
+                   upsample: str = "nearest") -> torch.Tensor:
+    """The ``broadcast`` join: the frequency-averaged donor on every receiver row, concatenated.
+
+    receiver [B, C1, H1, W1], donor [B, C2, H2, W2] -> [B, C1 + C2, H1, W1]."""
+    _check_pair(receiver, donor)
+    if receiver.dim() == 2:
+        return torch.cat([receiver, donor], dim=1)
+    d = donor_over_time(donor, receiver.shape[3], upsample)
+    return torch.cat([receiver, d.expand(-1, -1, receiver.shape[2], -1)], dim=1)
+
+
+def film_hidden(budget: int, receiver_channels: int, donor_channels: int) -> int:
+    """Hidden width of the FiLM generator whose parameter count is closest to ``budget``
+    (the parameters ``concat`` adds by widening the receiver's next stage); at least 1.
+
+    Parameters: ``(1, 3)`` conv C2 -> h with bias, 1x1 conv h -> 2 x C1 with bias."""
+    c1, c2 = int(receiver_channels), int(donor_channels)
+    per_hidden = 3 * c2 + 1 + 2 * c1
+    return max(1, int(round((int(budget) - 2 * c1) / per_hidden)))
+
+
+class Join(nn.Module):
+    """One receiver's join as a module (so hooks can see the joined map):
+    ``forward(receiver, donor)``.
+
+    ``kind``: one of :data:`JOINS`. ``film`` needs ``receiver_channels``,
+    ``donor_channels`` and ``hidden`` (see :func:`film_hidden`); the other joins have no
+    parameters. :attr:`widens` is the number of channels the receiver's next stage gains.
+    """
+
+    def __init__(self, upsample: str = "nearest", kind: str = "concat",
+                 receiver_channels: int | None = None, donor_channels: int | None = None,
+                 hidden: int | None = None):
         super().__init__()
+        if kind not in JOINS:
+            raise ValueError(f"model.join={kind!r}: expected one of {', '.join(JOINS)}")
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={upsample!r}: expected one of {UPSAMPLE_MODES}")
+        self.kind = kind
         self.upsample = upsample
+        self.donor_channels = int(donor_channels or 0)
+        if kind == "film":
+            if not (receiver_channels and donor_channels and hidden):
+                raise ValueError("the film join needs receiver_channels, donor_channels and "
+                                 "hidden")
+            self.generator = nn.Sequential(
+                nn.Conv2d(int(donor_channels), int(hidden), (1, 3), padding=(0, 1)),
+                nn.ReLU(),
+                nn.Conv2d(int(hidden), 2 * int(receiver_channels), 1))
+            # Starts as the identity (gamma = beta = 0): the receiver is unchanged at first.
+            nn.init.zeros_(self.generator[2].weight)
+            nn.init.zeros_(self.generator[2].bias)
+
+    @property
+    def widens(self) -> int:
+        return 0 if self.kind == "film" else self.donor_channels
 
     def forward(self, receiver: torch.Tensor, donor: torch.Tensor) -> torch.Tensor:
-        return join(receiver, donor, self.upsample)
+        if self.kind == "concat":
+            return join(receiver, donor, self.upsample)
+        if self.kind == "broadcast":
+            return broadcast_join(receiver, donor, self.upsample)
+        _check_pair(receiver, donor)
+        if receiver.dim() == 2:
+            raise ValueError("the film join needs [B, C, F, T] maps (a CNN backbone); use "
+                             "model.join=concat with vector backbones")
+        gamma, beta = self.generator(
+            donor_over_time(donor, receiver.shape[3], self.upsample)).chunk(2, dim=1)
+        return receiver * (1 + gamma) + beta
 
     def extra_repr(self) -> str:
-        return f"upsample={self.upsample!r}"
+        kind = "" if self.kind == "concat" else f", kind={self.kind!r}"
+        return f"upsample={self.upsample!r}{kind}"

@@ -243,3 +243,20 @@ def test_spec_augment_mask_sizes_follow_the_config(masks):
     bands = (out == 0).all(dim=3)[:, 0].sum(1).float()  # 40 bands: floor(U * 8), mean 3.5
     expected = 3.5 if masks == 1 else 6.5
     assert abs(bands.mean().item() - expected) < 0.25 and bands.max() <= 7 * masks
+
+
+def test_key_shift_runs_on_training_batches_only(gtzan_root):
+    dm = GenreDataModule(config(gtzan_root, "data.key_shift.enabled=true",
+                                "data.key_shift.p=1.0", "data.key_shift.max_semitones=1"))
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    dm.trainer = types.SimpleNamespace(training=False)
+    assert torch.equal(dm.on_after_batch_transfer(batch, 0)["chroma"], batch["chroma"])
+    dm.trainer = types.SimpleNamespace(training=True)
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert torch.equal(out["label"], batch["label"])
+    for b in range(len(batch["label"])):  # every clip rolled by +1 or -1 pitch class
+        rolled = [torch.equal(out["chroma"][b], torch.roll(batch["chroma"][b], k, dims=1))
+                  for k in (1, -1)]
+        assert any(rolled)
+    assert not torch.equal(out["mel"], batch["mel"])

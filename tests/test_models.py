@@ -561,3 +561,72 @@ def test_pooling_without_gradients_gives_the_pooling_kernels_values(shape, kerne
     xg = x.clone().requires_grad_()
     SafeMaxPool2d(kernel)(xg).sum().backward()
     assert xg.grad.sum() == want.numel()
+
+
+# ------------------------------------------------------------------------------ joins
+@pytest.mark.parametrize("backbone", CNNS)
+@pytest.mark.parametrize("mode", MID_MODES)
+@pytest.mark.parametrize("tap", (1, 2, 3))
+def test_every_join_has_concats_parameter_count_within_5_percent(backbone, mode, tap):
+    from lightning_modules.capacity import count_params
+
+    counts = {j: count_params(build_model(mode, labels=LABELS, backbone=backbone, tap=tap,
+                                          join=j)) for j in ("concat", "broadcast", "film")}
+    assert counts["broadcast"] == counts["concat"]
+    assert abs(counts["film"] / counts["concat"] - 1) <= 0.05, counts
+    # The film join does not widen the receiver: its parameters sit in the generator.
+    film = build_model(mode, labels=LABELS, backbone=backbone, tap=tap, join="film")
+    assert count_params(film.joins) > 0 and count_params(film.branches) < counts["concat"]
+
+
+def test_broadcast_join_ignores_where_the_donor_rows_are_and_concat_does_not():
+    from lightning_modules.fusion import broadcast_join
+
+    g = torch.Generator().manual_seed(0)
+    receiver = torch.randn(2, 4, 8, 5, generator=g)
+    donor = torch.randn(2, 3, 3, 5, generator=g)
+    flipped = donor.flip(2)
+    assert torch.allclose(broadcast_join(receiver, donor), broadcast_join(receiver, flipped))
+    assert not torch.allclose(join(receiver, donor), join(receiver, flipped))
+    out = broadcast_join(receiver, donor)
+    assert out.shape == (2, 7, 8, 5)
+    # Every receiver row carries the donor averaged over its rows, frame by frame.
+    assert torch.allclose(out[:, 4:, 6], donor.mean(dim=2))
+
+
+def test_film_join_starts_as_the_identity_and_keeps_time_aligned():
+    torch.manual_seed(0)
+    j = Join(kind="film", receiver_channels=4, donor_channels=3, hidden=5)
+    receiver, donor = torch.randn(2, 4, 8, 6), torch.randn(2, 3, 3, 6)
+    assert torch.equal(j(receiver, donor), receiver)
+    nn.init.normal_(j.generator[2].weight)
+    out = j(receiver, donor)
+    assert out.shape == receiver.shape and not torch.allclose(out, receiver)
+    # Scale and shift at frame t come from donor frames t-1 .. t+1 only (a (1, 3) kernel).
+    changed = donor.clone()
+    changed[..., 0] += 5.0
+    diff = (j(receiver, changed) - out).abs().amax(dim=(0, 1, 2))
+    assert diff[:2].gt(0).all() and diff[2:].eq(0).all()
+
+
+def test_join_names_are_checked_and_the_mlp_backbone_concatenates():
+    with pytest.raises(ValueError, match="model.join='gate': expected one of concat, "
+                                         "broadcast, film"):
+        build_model("mid_two_way", labels=LABELS, join="gate")
+    model = build_model("mid_two_way", labels=LABELS, backbone="mlp", join="film",
+                        backbone_kwargs={"channels": [16, 8]}, tap=1)
+    assert all(j.kind == "concat" for j in model.joins.values())
+    assert model(torch.randn(3, 128), torch.randn(3, 12)).shape == (3, 3)
+
+
+@pytest.mark.parametrize("join_kind", ("broadcast", "film"))
+def test_every_join_feeds_the_receiver_from_the_donor_at_the_tap(join_kind):
+    torch.manual_seed(0)
+    model = build_model("mid_into_mel", labels=LABELS, backbone="serial_cnn", tap=2,
+                        join=join_kind).eval()
+    if join_kind == "film":  # from zero-initialised scale/shift the donor has no effect yet
+        nn.init.normal_(model.joins["mel"].generator[2].weight, std=0.1)
+    grad = _stage_output_grad(model, "mel", 2, "chroma")
+    assert grad is not None and grad.abs().sum() > 0
+    before = _stage_output_grad(model, "mel", 1, "chroma")
+    assert before is None or before.abs().sum() == 0

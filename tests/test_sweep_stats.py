@@ -192,6 +192,31 @@ def test_run_identity_ignores_the_tap_only_where_the_mode_does():
     assert set(MID_MODES) == {name for name, cls in MODES.items() if cls.receives}
 
 
+def test_run_identity_and_name_of_the_join():
+    from experiments.run_dirs import run_name
+
+    def h(*words):
+        return config_hash(compose(["data=gtzan", *words]))
+
+    assert h("model=late_fusion", "model.join=film") == h("model=late_fusion")
+    assert h("model=mid_two_way", "model.join=film") != h("model=mid_two_way")
+    film, broadcast = "model.join=film", "model.join=broadcast"
+    assert h("model=mid_two_way", broadcast) != h("model=mid_two_way", film)
+    # The default join leaves the identity of runs made before there was a choice.
+    from omegaconf import OmegaConf
+
+    cfg = compose(["data=gtzan", "model=mid_two_way"])
+    OmegaConf.set_struct(cfg, False)
+    del cfg.model["join"]
+    assert config_hash(cfg) == h("model=mid_two_way")
+    name = run_name(compose(["data=gtzan", "model=mid_two_way", "model.join=film"]))
+    assert "-tap2-film-seed0-" in name
+    assert "-tap2-seed0-" in run_name(compose(["data=gtzan", "model=mid_two_way"]))
+    trials = [{"model": m, "model.join": j} for m in ("late_fusion", "mid_into_mel")
+              for j in ("concat", "broadcast", "film")]
+    assert len(distinct_trials(trials)[0]) == 4
+
+
 @pytest.mark.parametrize("tap", [1, 2, 3])
 def test_capacity_matched_widths_are_within_five_percent(tap):
     from experiments.builders import model_kwargs
