@@ -228,8 +228,7 @@ class GenreClassifier(pl.LightningModule):
                                             film_hidden(budget, c1, extra_ch))
             else:
                 # Vectors (the mlp backbone) are concatenated by every join.
-                self.joins[receiver] = Join(upsample, "concat" if kind == "film" else kind,
-                                            donor_channels=extra_ch)
+                self.joins[receiver] = Join(upsample, "concat" if kind == "film" else kind)
                 out[receiver] = widened
         return out
 

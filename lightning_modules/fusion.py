@@ -101,7 +101,7 @@ class Join(nn.Module):
 
     ``kind``: one of :data:`JOINS`. ``film`` needs ``receiver_channels``,
     ``donor_channels`` and ``hidden`` (see :func:`film_hidden`); the other joins have no
-    parameters. :attr:`widens` is the number of channels the receiver's next stage gains.
+    parameters and widen the receiver's next stage by the donor's channels.
     """
 
     def __init__(self, upsample: str = "nearest", kind: str = "concat",
@@ -114,7 +114,6 @@ class Join(nn.Module):
             raise ValueError(f"upsample={upsample!r}: expected one of {UPSAMPLE_MODES}")
         self.kind = kind
         self.upsample = upsample
-        self.donor_channels = int(donor_channels or 0)
         if kind == "film":
             if not (receiver_channels and donor_channels and hidden):
                 raise ValueError("the film join needs receiver_channels, donor_channels and "
@@ -126,10 +125,6 @@ class Join(nn.Module):
             # Starts as the identity (gamma = beta = 0): the receiver is unchanged at first.
             nn.init.zeros_(self.generator[2].weight)
             nn.init.zeros_(self.generator[2].bias)
-
-    @property
-    def widens(self) -> int:
-        return 0 if self.kind == "film" else self.donor_channels
 
     def forward(self, receiver: torch.Tensor, donor: torch.Tensor) -> torch.Tensor:
         if self.kind == "concat":
