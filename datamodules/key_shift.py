@@ -62,16 +62,14 @@ def shift_batch(batch: dict, shifts: torch.Tensor, params) -> dict:
     for k in torch.unique(shifts).tolist():
         if k == 0:
             continue
-        idx = (shifts == k).nonzero().flatten()
+        idx = (shifts == k).nonzero().flatten().to(next(iter(out.values())).device)
         if "chroma" in batch:
-            x = batch["chroma"]
-            out["chroma"][idx.to(x.device)] = torch.roll(x[idx.to(x.device)], int(k), dims=2)
+            out["chroma"][idx] = torch.roll(batch["chroma"][idx], int(k), dims=2)
         if "mel" in batch:
             x = batch["mel"]
             m = mel_shift_matrix(int(k), x.shape[2], float(params.f_min), float(params.fmax),
                                  str(params.mel_scale)).to(x.device, x.dtype)
-            i = idx.to(x.device)
-            out["mel"][i] = torch.einsum("fg,bcgt->bcft", m, x[i])
+            out["mel"][idx] = torch.einsum("fg,bcgt->bcft", m, x[idx])
     return out
 
 
