@@ -7,6 +7,7 @@ from .errors import UserError
 from .fma import index_fma_small
 from .gtzan import index_gtzan
 from .index import ClipIndex
+from .synth_sync import index_synth_sync
 
 
 def index_synth(data_cfg, dataset: str = "synth") -> ClipIndex:
@@ -27,6 +28,7 @@ INDEXERS: dict[str, Callable[..., ClipIndex]] = {
     "gtzan": index_gtzan,
     "fma_small": index_fma_small,
     "synth": index_synth,
+    "synth_sync": index_synth_sync,
 }
 
 
