@@ -2,7 +2,7 @@
 folds x seeds, and clip-statistics + SVM baselines on the same folds.
 
     python -m benchmarks.gtzan_mini_cv [--modes ...] [--seeds 0 1] [--epochs 20] [--crops 16]
-        [--set data.spec_augment.enabled=true ...] [--name gtzan_mini_cv]
+        [--set data.spec_augment.enabled=true ...] [--name gtzan_mini_cv] [--compare NAME]
 
 Each fold (stratified, ``data.split=kfold data.folds=5``): 1 clip per genre for test, 1 for
 validation (model selection), 3 for training (30 clips). The CNN runs go through the sweep
@@ -11,7 +11,9 @@ with the same budget: ``--epochs`` epochs of ``--crops`` random 3-s windows per 
 clip, batch 32, peak learning rate 3e-3, no early stopping (a 10-clip validation split
 would stop runs at random). Features: 64 Mel bands, hop 1024 (the CPU-sized grid of the
 synthetic demo, about 6x cheaper than the default 128 x 130; ``--real-features`` uses the
-default grid). ``--set`` adds overrides to every run (a recipe's on/off comparison).
+default grid). ``--set`` adds overrides to every run (a recipe's on/off comparison);
+``--compare NAME`` then pairs each mode's test accuracy, fold by fold, with the same mode
+and seeds of the finished run ``--name NAME`` (the recipe off).
 
 Baselines: per-band mean and std over the whole clip of MFCC (20), chroma (12) and both,
 standardised, RBF SVM (C=10), fitted on the training + validation clips of each fold (an
@@ -107,6 +109,34 @@ def run_sweep(a, overrides: dict) -> Path:
     return Path(json.loads(r.stdout.strip().splitlines()[-1])["out_dir"])
 
 
+def fold_means(trials, mode: str, seeds, folds: int) -> np.ndarray:
+    """Test clip accuracy per fold of one mode, averaged over ``seeds`` (NaN: a fold that
+    lacks a run of some seed)."""
+    t = trials[(trials["param:model"] == mode) & trials["param:seed"].isin(list(seeds))]
+    by_fold = t.groupby("param:data.fold")
+    mean = by_fold["test/acc_clip"].mean().where(
+        by_fold["param:seed"].nunique() == len(set(seeds)))
+    return mean.reindex(range(folds)).to_numpy(dtype=float)
+
+
+def compare_runs(on, off, modes, seeds, folds: int) -> dict[str, dict]:
+    """Per mode: the paired difference ``on - off`` over folds (the same seeds averaged on
+    both sides), with its 95 % CI and p (paired t-test)."""
+    from experiments.sweep_stats import repetitions_test
+
+    out = {}
+    for mode in modes:
+        a, b = fold_means(on, mode, seeds, folds), fold_means(off, mode, seeds, folds)
+        if np.isnan(a).any() or np.isnan(b).any():
+            raise SystemExit(f"--compare: {mode} lacks a finished run for some fold of seeds "
+                             f"{list(seeds)} on one side; run both with the same --modes, "
+                             f"--seeds and --folds")
+        d = repetitions_test(a, b)
+        out[mode] = {"on": float(a.mean()), "off": float(b.mean()),
+                     **{k: d.get(k) for k in ("delta", "ci_low", "ci_high", "p")}}
+    return out
+
+
 def _override(word: str) -> tuple[str, object]:
     if "=" not in word:
         raise SystemExit(f"--set {word!r}: expected key=value")
@@ -125,6 +155,8 @@ def main() -> int:
     ap.add_argument("--real-features", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--name", default="gtzan_mini_cv")
+    ap.add_argument("--compare", metavar="NAME",
+                    help="pair every mode with the same mode of the finished run --name NAME")
     a = ap.parse_args()
     if not ROOT.is_dir():
         print(f"skipped: {ROOT} is absent (the real clips are only in the dev setup)",
@@ -134,6 +166,9 @@ def main() -> int:
 
     from experiments.sweep_stats import repetitions_test
 
+    if a.compare == a.name:
+        raise SystemExit(f"--compare {a.compare}: name the other run (this one is --name "
+                         f"{a.name})")
     overrides = dict(_override(w) for w in a.set)
     tables = fold_tables(a.folds)
     n_train = int((tables[0]["split"] == "train").sum())
@@ -145,8 +180,7 @@ def main() -> int:
     for mode in a.modes:
         t = trials[trials["param:model"] == mode]
         acc = t["test/acc_clip"].to_numpy(dtype=float)
-        per_fold[mode] = t.groupby("param:data.fold")["test/acc_clip"].mean().reindex(
-            range(a.folds)).to_numpy(dtype=float)
+        per_fold[mode] = fold_means(trials, mode, a.seeds, a.folds)
         rows.append((f"{mode} (CNN)", acc, f"{len(acc)} runs"))
     svm = svm_baselines(tables)
     for name, acc in svm.items():
@@ -182,6 +216,20 @@ def main() -> int:
                   + ("" if p is None else f"  p {p:.3f}"))
             summary["paired"][f"{name} - {ref}"] = {k: d.get(k) for k in
                                                     ("delta", "ci_low", "ci_high", "p")}
+    if a.compare:
+        other = sweep_dir.parent / a.compare / "trials.csv"
+        if not other.is_file():
+            raise SystemExit(f"--compare {a.compare}: {other} does not exist; run "
+                             f"`python -m benchmarks.gtzan_mini_cv --name {a.compare}` (the "
+                             f"recipe off) first")
+        cmp = compare_runs(trials, pd.read_csv(other), a.modes, a.seeds, a.folds)
+        print(f"\nOn/off against {a.compare} (points; paired t-test over {a.folds} folds):")
+        for mode, d in cmp.items():
+            ci = ("" if d["ci_low"] is None
+                  else f" [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]")
+            print(f"  {mode:<18} on {100 * d['on']:5.1f}  off {100 * d['off']:5.1f}  "
+                  f"{100 * d['delta']:+6.1f}{ci}" + ("" if d["p"] is None else f"  p {d['p']:.3f}"))
+        summary["compare"] = {"against": a.compare, "modes": cmp}
     print(f"\nThe sweep's table (paired over folds x seeds against late fusion): "
           f"{sweep_dir / 'results.md'}")
     print(json.dumps(summary))

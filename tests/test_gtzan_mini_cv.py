@@ -21,3 +21,23 @@ def test_svm_baselines_score_every_fold_above_chance_with_mfcc(shared_data):
     acc = cv.svm_baselines(cv.fold_tables(5))
     assert set(acc) == set(cv.SVM_SETS) and all(len(v) == 5 for v in acc.values())
     assert sum(acc["MFCC"]) / 5 > 0.3  # chance is 0.1
+
+
+def _trials(acc: dict[tuple[str, int, int], float]):
+    import pandas as pd
+
+    return pd.DataFrame([{"param:model": m, "param:seed": s, "param:data.fold": f,
+                          "test/acc_clip": v} for (m, s, f), v in acc.items()])
+
+
+def test_compare_pairs_each_mode_fold_by_fold_over_the_same_seeds():
+    off = _trials({("mel_only", s, f): 0.5 + 0.1 * f for s in (0, 1, 2) for f in range(3)})
+    on = _trials({("mel_only", s, f): 0.5 + 0.1 * f + (0.1 if s == 0 else 0.0)
+                  for s in (0, 1) for f in range(3)})
+    # Seeds 0 and 1 on both sides (seed 2 of the off run is left out): +0.05 on every fold.
+    d = cv.compare_runs(on, off, ["mel_only"], [0, 1], 3)["mel_only"]
+    assert d["delta"] == pytest.approx(0.05) and d["ci_low"] == pytest.approx(0.05)
+    assert d["on"] == pytest.approx(0.65) and d["off"] == pytest.approx(0.6)
+    with pytest.raises(SystemExit, match="mel_only lacks a finished run for some fold of "
+                                         r"seeds \[0, 1, 2\]"):
+        cv.compare_runs(on, off, ["mel_only"], [0, 1, 2], 3)
