@@ -9,9 +9,10 @@ validation (model selection), 3 for training (30 clips). The CNN runs go through
 runner (a generated sweep file, two trials at a time; finished trials are reused), each
 with the same budget: ``--epochs`` epochs of ``--crops`` random 3-s windows per training
 clip, batch 32, peak learning rate 3e-3, no early stopping (a 10-clip validation split
-would stop runs at random). Features: 64 Mel bands, hop 1024 (the CPU-sized grid of the
-synthetic demo, about 6x cheaper than the default 128 x 130; ``--real-features`` uses the
-default grid). ``--set`` adds overrides to every run (a recipe's on/off comparison);
+would stop runs at random); ``--crops 0``: every window of the clip's grid each epoch
+(``data.segment_overlap``, 0 here) instead of random ones. Features: 64 Mel bands, hop
+1024 (the CPU-sized grid of the synthetic demo, about 6x cheaper than the default
+128 x 130; ``--real-features`` uses the default grid). ``--set`` adds overrides to every run (a recipe's on/off comparison);
 ``--compare NAME`` then pairs each mode's test accuracy, fold by fold, with the same mode
 and seeds of the finished run ``--name NAME`` (the recipe off).
 
@@ -91,7 +92,7 @@ def run_sweep(a, overrides: dict) -> Path:
     out = Path(compose([]).paths.output_dir) / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
     params = {**COMMON, **({} if a.real_features else CPU_FEATURES), **overrides,
-              "trainer.max_epochs": a.epochs, "data.train_crops_per_clip": a.crops}
+              "trainer.max_epochs": a.epochs, "data.train_crops_per_clip": a.crops or None}
     spec = {"name": a.name, "method": "grid",
             "metric": {"name": "val/acc_clip", "goal": "maximize"},
             "local": {"parallel": a.parallel},
@@ -107,6 +108,15 @@ def run_sweep(a, overrides: dict) -> Path:
         raise SystemExit(f"the sweep {path} failed (exit {r.returncode}); its trial logs are in "
                          f"{out.parent / 'sweeps' / a.name / 'logs'}")
     return Path(json.loads(r.stdout.strip().splitlines()[-1])["out_dir"])
+
+
+def grid_windows(overlap: float, hop_length: int, sample_rate: int = 22050) -> int:
+    """3-s windows on the grid of a 30-s clip at ``overlap`` (the datamodule's geometry)."""
+    from datamodules.segments import segment_geometry, segment_starts
+
+    seg, hop = segment_geometry(3.0, overlap, sample_rate, hop_length)
+    frames = 1 + int(round(30.0 * sample_rate)) // hop_length  # a centred STFT's frames
+    return len(segment_starts(frames, seg, hop))
 
 
 def fold_means(trials, mode: str, seeds, folds: int) -> np.ndarray:
@@ -172,7 +182,10 @@ def main() -> int:
     overrides = dict(_override(w) for w in a.set)
     tables = fold_tables(a.folds)
     n_train = int((tables[0]["split"] == "train").sum())
-    steps = a.epochs * math.ceil(n_train * a.crops / BATCH)
+    overlap = float(overrides.get("data.segment_overlap", COMMON["data.segment_overlap"]))
+    hop_length = 512 if a.real_features else CPU_FEATURES["features.hop_length"]
+    windows = a.crops or grid_windows(overlap, hop_length)
+    steps = a.epochs * math.ceil(n_train * windows / BATCH)
     sweep_dir = run_sweep(a, overrides)
     trials = pd.read_csv(sweep_dir / "trials.csv")
     per_fold: dict[str, np.ndarray] = {}
@@ -190,7 +203,8 @@ def main() -> int:
     extra = (" + " + " ".join(a.set)) if a.set else ""
     print(f"GTZAN mini (50 real clips), {a.folds}-fold CV (not artist-filtered; per fold 30 "
           f"train / 10 valid / 10 test clips), test clip accuracy.\nCNN budget: {a.epochs} "
-          f"epochs x {a.crops} random 3-s windows per training clip, batch {BATCH}: {steps} "
+          f"epochs x {windows} {'random' if a.crops else 'grid'} 3-s windows per training "
+          f"clip, batch {BATCH}: {steps} "
           f"optimiser steps; {feats}; seeds {a.seeds}{extra}.")
     print(f"{'model':<28}{'mean %':>8}{'std %':>8}  over")
     summary = {"benchmark": "gtzan_mini_cv", "name": a.name, "folds": a.folds,

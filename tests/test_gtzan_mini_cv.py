@@ -41,3 +41,9 @@ def test_compare_pairs_each_mode_fold_by_fold_over_the_same_seeds():
     with pytest.raises(SystemExit, match="mel_only lacks a finished run for some fold of "
                                          r"seeds \[0, 1, 2\]"):
         cv.compare_runs(on, off, ["mel_only"], [0, 1, 2], 3)
+
+
+def test_grid_windows_follow_the_datamodules_geometry():
+    # 30-s clips, 3-s windows: 646 frames at hop 1024 hold 9 disjoint windows of 65 frames.
+    assert cv.grid_windows(0.0, 1024) == 9
+    assert cv.grid_windows(0.5, 1024) == 19 and cv.grid_windows(0.5, 512) == 19
