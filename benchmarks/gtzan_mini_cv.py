@@ -12,9 +12,10 @@ clip, batch 32, peak learning rate 3e-3, no early stopping (a 10-clip validation
 would stop runs at random); ``--crops 0``: every window of the clip's grid each epoch
 (``data.segment_overlap``, 0 here) instead of random ones. Features: 64 Mel bands, hop
 1024 (the CPU-sized grid of the synthetic demo, about 6x cheaper than the default
-128 x 130; ``--real-features`` uses the default grid). ``--set`` adds overrides to every run (a recipe's on/off comparison);
-``--compare NAME`` then pairs each mode's test accuracy, fold by fold, with the same mode
-and seeds of the finished run ``--name NAME`` (the recipe off).
+128 x 130; ``--real-features`` uses the default grid). ``--set`` adds overrides to every
+run (a recipe's on/off comparison); ``--compare NAME`` then pairs each mode's test
+accuracy, fold by fold, with the same mode and seeds of the finished run ``--name NAME``
+(the recipe off).
 
 Baselines: per-band mean and std over the whole clip of MFCC (20), chroma (12) and both,
 standardised, RBF SVM (C=10), fitted on the training + validation clips of each fold (an
