@@ -17,7 +17,7 @@ import pandas as pd
 from .audio import AUDIO_EXTENSIONS, AudioDecodeError, probe_audio
 from .errors import DatasetNotFoundError, UserError
 from .index import ClipIndex
-from .splits import assign_fault_filtered, assign_kfold, assign_random
+from .splits import assign_fault_filtered, assign_random_or_kfold
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop",
           "jazz", "metal", "pop", "reggae", "rock")
@@ -118,13 +118,8 @@ def index_gtzan(data_cfg, dataset: str = "gtzan") -> ClipIndex:
     split = data_cfg.get("split", "fault_filtered")
     if split == "fault_filtered":
         table["split"], info["split_report"] = assign_fault_filtered(table)
-    elif split == "random":
-        table["split"] = assign_random(table, data_cfg["ratios"], data_cfg.get("split_seed", 0))
-    elif split == "kfold":
-        table["split"] = assign_kfold(table, data_cfg["folds"], data_cfg["fold"],
-                                      data_cfg.get("split_seed", 0))
     else:
-        raise UserError(f"data.split={split!r} is not available for {dataset}: "
-                        "use fault_filtered, random or kfold")
+        table["split"] = assign_random_or_kfold(table, data_cfg, dataset, split,
+                                                others=("fault_filtered",))
     info["split"] = split
     return ClipIndex(dataset=dataset, labels=list(GENRES), table=table, skipped=skipped, info=info)

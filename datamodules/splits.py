@@ -94,6 +94,20 @@ def assign_kfold(table: pd.DataFrame, folds: int = 10, fold: int = 0, seed: int 
     return split
 
 
+def assign_random_or_kfold(table: pd.DataFrame, data_cfg, dataset: str, split: str,
+                           others: tuple[str, ...] = ()) -> pd.Series:
+    """``data.split`` ``random`` or ``kfold`` from the data config; any other value is an
+    error that names the protocols the dataset offers (``others`` and these two)."""
+    if split == "random":
+        return assign_random(table, data_cfg["ratios"], data_cfg.get("split_seed", 0))
+    if split == "kfold":
+        return assign_kfold(table, data_cfg["folds"], data_cfg["fold"],
+                            data_cfg.get("split_seed", 0))
+    names = [*others, "random", "kfold"]
+    raise UserError(f"data.split={split!r} is not available for {dataset}: use "
+                    f"{', '.join(names[:-1])} or {names[-1]}")
+
+
 # Split protocols that keep every artist within one split (GTZAN's fault-filtered lists are
 # artist-conscious; FMA's official split is artist-filtered). The others let artists cross.
 ARTIST_FILTERED = {("gtzan", "fault_filtered"), ("fma_small", "official")}

@@ -45,10 +45,9 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from .errors import UserError
 from .index import ClipIndex
 from .publish import build_once
-from .splits import assign_kfold, assign_random
+from .splits import assign_random_or_kfold
 from .worker_pool import worker_pool
 
 CLASSES = ("on_beat", "anticipated")
@@ -260,14 +259,7 @@ def index_synth_sync(data_cfg, dataset: str = "synth_sync") -> ClipIndex:
             for k, c in enumerate(CLASSES) for i in range(n)]
     table = pd.DataFrame(rows)
     split = data_cfg.get("split", "random")
-    if split == "random":
-        table["split"] = assign_random(table, data_cfg["ratios"], data_cfg.get("split_seed", 0))
-    elif split == "kfold":
-        table["split"] = assign_kfold(table, data_cfg["folds"], data_cfg["fold"],
-                                      data_cfg.get("split_seed", 0))
-    else:
-        raise UserError(f"data.split={split!r} is not available for {dataset}: use random or "
-                        "kfold")
+    table["split"] = assign_random_or_kfold(table, data_cfg, dataset, split)
     return ClipIndex(dataset=dataset, labels=list(CLASSES), table=table,
                      info={"root": str(root), "split": split, "generated": built,
                            "version": GENERATOR_VERSION})

@@ -5,7 +5,12 @@ import pandas as pd
 import pytest
 
 from datamodules.errors import UserError
-from datamodules.splits import assign_kfold, assign_random, stratified_folds
+from datamodules.splits import (
+    assign_kfold,
+    assign_random,
+    assign_random_or_kfold,
+    stratified_folds,
+)
 
 
 def clips(per_class: dict[int, int]) -> pd.DataFrame:
@@ -65,3 +70,13 @@ def test_kfold_every_clip_is_tested_once_and_validates_the_next_fold():
 def test_bad_fold_settings_are_refused(folds, fold, message):
     with pytest.raises(UserError, match=message):
         assign_kfold(clips({0: 10}), folds=folds, fold=fold)
+
+
+def test_a_split_the_dataset_lacks_names_the_ones_it_offers():
+    table = clips({0: 6, 1: 6})
+    with pytest.raises(UserError, match="data.split='official' is not available for gtzan: use "
+                                        "fault_filtered, random or kfold"):
+        assign_random_or_kfold(table, {}, "gtzan", "official", others=("fault_filtered",))
+    cfg = {"ratios": [0.5, 0.25, 0.25], "folds": 3, "fold": 1}
+    assert assign_random_or_kfold(table, cfg, "synth_sync", "kfold").value_counts().to_dict() \
+        == {"train": 4, "test": 4, "valid": 4}
