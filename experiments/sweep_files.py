@@ -139,6 +139,8 @@ def args_no_hyphens(params: dict) -> list[str]:
             v = json.dumps(v)
         elif isinstance(v, bool):
             v = str(v)
+        elif v is None:  # YAML's null, which the config parses back to None
+            v = "null"
         out.append(f"{k}={v}")
     return out
 

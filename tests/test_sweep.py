@@ -12,6 +12,7 @@ import types
 import pytest
 import yaml
 
+from experiments.config import compose
 from experiments.sweep import cli
 from experiments.sweep_files import (
     DEFAULT_COMMAND,
@@ -79,6 +80,10 @@ def test_command_is_what_an_agent_runs(tmp_path):
     cmd = trial_command(spec, params, "/py")
     assert cmd == ["/py", "-m", "experiments.train", "model=mid_two_way", "seed=1", "model.tap=2"]
     assert args_no_hyphens({"data.ratios": [0.5, 0.5]}) == ["data.ratios=[0.5, 0.5]"]
+    # A null value reaches the trial as null, not as the string "None".
+    assert args_no_hyphens({"data.train_crops_per_clip": None}) == \
+        ["data.train_crops_per_clip=null"]
+    assert compose(["data.train_crops_per_clip=null"]).data.train_crops_per_clip is None
     # Extra words come last (they win), locally and in the spec registered with W&B.
     words = ["train.test=false", "+trainer.limit_val_batches=2"]
     assert trial_command(spec, params, "/py", words) == cmd + words
