@@ -180,6 +180,14 @@ def main() -> int:
     if a.compare == a.name:
         raise SystemExit(f"--compare {a.compare}: name the other run (this one is --name "
                          f"{a.name})")
+    if a.compare:  # checked before the runs, not after them
+        from experiments.config import compose
+
+        other = Path(compose([]).paths.output_dir) / "sweeps" / a.compare / "trials.csv"
+        if not other.is_file():
+            raise SystemExit(f"--compare {a.compare}: {other} does not exist; run "
+                             f"`python -m benchmarks.gtzan_mini_cv --name {a.compare}` (the "
+                             f"recipe off) first")
     overrides = dict(_override(w) for w in a.set)
     tables = fold_tables(a.folds)
     n_train = int((tables[0]["split"] == "train").sum())
@@ -232,11 +240,6 @@ def main() -> int:
             summary["paired"][f"{name} - {ref}"] = {k: d.get(k) for k in
                                                     ("delta", "ci_low", "ci_high", "p")}
     if a.compare:
-        other = sweep_dir.parent / a.compare / "trials.csv"
-        if not other.is_file():
-            raise SystemExit(f"--compare {a.compare}: {other} does not exist; run "
-                             f"`python -m benchmarks.gtzan_mini_cv --name {a.compare}` (the "
-                             f"recipe off) first")
         cmp = compare_runs(trials, pd.read_csv(other), a.modes, a.seeds, a.folds)
         print(f"\nOn/off against {a.compare} (points; paired t-test over {a.folds} folds):")
         for mode, d in cmp.items():

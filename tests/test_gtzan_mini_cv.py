@@ -47,3 +47,14 @@ def test_grid_windows_follow_the_datamodules_geometry():
     # 30-s clips, 3-s windows: 646 frames at hop 1024 hold 9 disjoint windows of 65 frames.
     assert cv.grid_windows(0.0, 1024) == 9
     assert cv.grid_windows(0.5, 1024) == 19 and cv.grid_windows(0.5, 512) == 19
+
+
+def test_compare_with_a_run_that_does_not_exist_stops_before_training(shared_data, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("MLFI_OUTPUT_DIR", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["gtzan_mini_cv", "--name", "on", "--compare", "off"])
+    monkeypatch.setattr(cv, "run_sweep", lambda *a: pytest.fail("trained before checking"))
+    with pytest.raises(SystemExit, match=r"--compare off: .*sweeps/off/trials.csv does not "
+                                         r"exist; run `python -m benchmarks.gtzan_mini_cv "
+                                         r"--name off`"):
+        cv.main()
