@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         ddp = run_module(["experiments.train", "data=synth", "model=mid_two_way",
                           "trainer=ddp", "trainer.devices=2", "trainer.max_epochs=2",
                           "callbacks.gradcam.enabled=false", "callbacks.ablation.enabled=false",
+                          "callbacks.interpretability.enabled=false",
                           "train.run_name=gpu_check_ddp", "logger.wandb.enabled=false"], 600)
         result["ddp_2_gpus"] = {"seconds": round(time.perf_counter() - t, 1),
                                 "test/acc_clip": ddp.get("test/acc_clip"),

@@ -46,7 +46,8 @@ COMMON = {"data": "gtzan", "data.root": str(ROOT), "data.split": "kfold", "data.
           "data.segment_overlap": 0.0, "data.batch_size": BATCH, "model.lr": 0.003,
           "trainer": "cpu", "callbacks.early_stopping.enabled": False,
           "callbacks.gradcam.enabled": False, "callbacks.ablation.enabled": False,
-          "logger.wandb.enabled": False, "train.channels_last": True, "train.resume": "auto"}
+          "callbacks.interpretability.enabled": False, "logger.wandb.enabled": False,
+          "train.channels_last": True, "train.resume": "auto"}
 CPU_FEATURES = {"features.n_mels": 64, "features.hop_length": 1024}
 SVM_SETS = {"MFCC": ("mfcc",), "chroma": ("chroma",), "MFCC + chroma": ("mfcc", "chroma")}
 

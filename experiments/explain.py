@@ -1,23 +1,28 @@
-"""Explain a checkpoint's predictions on audio files: Grad-CAM and Guided Grad-CAM per branch.
+"""Explain a checkpoint's predictions on audio files: Grad-CAM, Guided Grad-CAM and
+Integrated Gradients per branch (``methods``; ``lightning_modules/attribution.py``).
 
     python -m experiments.explain checkpoint=PATH files=[a.mp3,/music,'*.flac'] [out=DIR]
 
 Each file (any format libsndfile reads, any rate and channel count) is cut into the
 training segment length; its genre is the mean of the segments' probabilities. Every
-segment's maps are computed for that clip-level genre, on each branch's last convolution
-and upsampled to the branch's input grid, then stitched over the whole file (overlapping
-windows averaged) and normalised once per file. One PNG per branch per file
-(``<out>/<stem>_<branch>.png``: the input, the Grad-CAM overlay with the most attributed
-span outlined, the Guided Grad-CAM map). ``out`` defaults to ``<run_dir>/explain/`` (the
-checkpoint's run directory). ``files`` mixes files, folders (recursive) and glob patterns.
-``<out>/index.html`` shows every file: the genre probabilities, the overlays, the most
-attributed span in words, and any error (``experiments/report_html.py``).
+segment's maps are computed for that clip-level genre (Grad-CAM on each branch's attribution
+layer, the chroma one at all 12 pitch-class rows, upsampled to the branch's input grid), then
+stitched over the whole file (overlapping windows averaged) and normalised once per file.
+One PNG per branch per file (``<out>/<stem>_<branch>.png``: the input, the Grad-CAM overlay
+with the most attributed span outlined, then the signed maps). ``out`` defaults to
+``<run_dir>/explain/`` (the checkpoint's run directory). ``files`` mixes files, folders
+(recursive) and glob patterns. ``<out>/index.html`` shows every file: the genre
+probabilities, the overlays, the most attributed span in words, and any error
+(``experiments/report_html.py``).
 
 "top" per branch: ``time_s`` is the ``top_seconds`` window (default: the segment length)
 with the highest mean Grad-CAM; within it, Mel: ``freq_hz`` = the centre frequencies of
 the lowest and highest band of the shortest contiguous band range holding ``top_mass``
 (default half) of the attribution; chroma: ``pitch_classes`` = the fewest pitch classes,
-most attributed first, holding ``top_mass`` of it.
+most attributed first, holding ``top_mass`` of the positive Integrated Gradients (Grad-CAM
+when that method is not computed). Integrated Gradients is read at the input's 12 rows; on
+models trained on a known pitch-class cue it names that pitch class, and Grad-CAM does not
+(``tests/test_interpretability.py``).
 
 Last stdout line: ``{"explanations": [{"file", "genre", "probabilities", "segments",
 "pngs": {branch: path}, "top": {branch: {...}}}, ...], "checkpoint", "out", "report"}``; a
@@ -38,7 +43,8 @@ from experiments.checkpoints import checkpoint_composer, load_checkpoint_model
 from experiments.config import log, main_guard, print_summary
 
 DEFAULTS = {"files": [], "out": None, "device": "cpu", "batch_size": 16,
-            "methods": ["gradcam", "guided_gradcam"], "top_seconds": None, "top_mass": 0.5}
+            "methods": ["gradcam", "guided_gradcam", "integrated_gradients"], "top_seconds": None,
+            "top_mass": 0.5}
 
 
 def default_out(checkpoint) -> Path:
@@ -116,7 +122,8 @@ def explain_file(model, segmenter, path, out_dir: Path, axes, methods, batch_siz
                  png_stem: str | None = None) -> dict:
     """Prediction, stitched maps, PNGs and top spans for one file (see module docstring).
     Raises ``AudioDecodeError`` for an unreadable file."""
-    from lightning_modules.attribution import attribute
+    from lightning_modules.attribution import SIGNED, attribute
+    from lightning_modules.base import PITCH_INPUTS
     from lightning_modules.callbacks.plots import save_file_figure
 
     feats, decoded = segmenter.features(path)
@@ -140,13 +147,16 @@ def explain_file(model, segmenter, path, out_dir: Path, axes, methods, batch_siz
         covered = np.zeros(total, dtype=bool)
         for st in starts:
             covered[st:st + segmenter.seg] = True
-        maps = {m: normalise_map(stitch(res.maps[b][m], starts, total), m == "guided_gradcam")
+        maps = {m: normalise_map(stitch(res.maps[b][m], starts, total), m in SIGNED)
                 for m in methods}
         cam = maps.get("gradcam")
-        if cam is None:  # only guided maps asked for: rank by their magnitude
-            cam = np.abs(maps["guided_gradcam"])
+        if cam is None:  # only signed maps asked for: rank by the first one's magnitude
+            cam = np.abs(maps[methods[0]])
         t0, t1 = top_window(cam, win)
-        profile = cam[:, t0:t1].mean(axis=1)
+        source = cam
+        if b in PITCH_INPUTS and "integrated_gradients" in maps:
+            source = np.clip(maps["integrated_gradients"], 0, None)
+        profile = source[:, t0:t1].mean(axis=1)
         top = {"time_s": [round(t0 * spf, 3), round(t1 * spf, 3)]}
         if b == "mel":
             lo, hi = top_band_range(profile, top_mass)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -29,7 +30,21 @@ from experiments.sweep_stats import compare, ensemble_accuracy
 
 METRICS = ("val/acc_clip", "test/acc_clip", "test/acc_segment", "test/f1_macro")
 # Extra numeric summary keys aggregated when runs report them (interpretability sweeps).
-EXTRA_PREFIXES = ("ablation/",)
+EXTRA_PREFIXES = ("ablation/", "interpretability/")
+# The markdown tables of those keys: (title, key pattern, percent?). Every aggregated key is
+# in results.csv; these are the ones a reader compares settings on.
+EXTRA_TABLES = (
+    ("Ablations (clip accuracy, %)", r"ablation/", True),
+    ("Faithfulness: paired AUC difference of p(explained class) from the method's own map "
+     "shifted at random (deletion < 0 and insertion > 0 are faithful)",
+     r"interpretability/(deletion|insertion)_prob_auc_minus_shifted_", False),
+    ("Sanity: rank correlation with the trained model's maps after full cascading "
+     "randomisation (a method passes below 0.5)", r"interpretability/sanity_cascading_", False),
+    ("Sanity: rank correlation with a model trained on permuted labels",
+     r"interpretability/sanity_labels_", False),
+    ("Texture vs shape: clip accuracy (%) at the largest distortion every perturbation "
+     "reaches", r"interpretability/acc_at_matched_distortion_", True),
+)
 # The metric paired comparisons are made on, and the baseline every setting is compared with.
 COMPARED = "test/acc_clip"
 BASELINE = "late_fusion"
@@ -49,9 +64,23 @@ def fmt(mean, std, n) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
 
 
-def stat(r, m: str) -> str:
-    """:func:`fmt` of metric ``m`` in table row ``r`` (its own count of values)."""
-    return fmt(r[f"{m} mean"], r[f"{m} std"], r[f"{m} n"])
+def _short(key: str) -> str:
+    """A column title for an extra key: ``interpretability/deletion_prob_auc_minus_shifted_
+    gradcam_mel`` -> ``deletion_gradcam_mel``."""
+    key = re.sub(r"^(ablation|interpretability)/", "", key)
+    return re.sub(r"_prob_auc_minus_shifted|^sanity_(cascading|labels)_|"
+                  r"^acc_at_matched_distortion_", "", key)
+
+
+def stat(r, m: str, percent: bool = True) -> str:
+    """:func:`fmt` of metric ``m`` in table row ``r`` (its own count of values); without
+    ``percent``, the values themselves to 3 decimals."""
+    if percent:
+        return fmt(r[f"{m} mean"], r[f"{m} std"], r[f"{m} n"])
+    mean, std, n = r[f"{m} mean"], r[f"{m} std"], r[f"{m} n"]
+    if _missing(mean):
+        return "-"
+    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
 
 
 def _rounded(v):
@@ -282,14 +311,20 @@ def render_markdown(table, trials, records, spec, meta, overrides: list[str] = (
                                                + comparison_cells(r, ref)) + " |")
     extra = [c[:-5] for c in table.columns if c.endswith(" mean") and c[:-5] not in METRICS]
     if extra:
-        lines += ["", "## Interpretability (mean ± std over repetitions, %)", "",
-                  "Ablations of each run's best checkpoint on `callbacks.ablation.split` "
-                  "(default: every test clip), clip level; each run's `ablation.csv` has "
-                  "95 % bootstrap CIs over its clips.", "",
-                  "| " + " | ".join(vary + extra) + " |", "|" + "---|" * (len(vary) + len(extra))]
+        lines += ["", "## Interpretability (mean ± std over repetitions)", "",
+                  "Each run's best checkpoint on the test split (`callbacks.ablation`, "
+                  "`callbacks.interpretability`); each run's `ablation.csv` and "
+                  "`interpretability.csv` have 95 % bootstrap CIs over its clips."]
+    for title, pattern, percent in EXTRA_TABLES:
+        cols = [m for m in extra if re.match(pattern, m)]
+        if not cols:
+            continue
+        names = [_short(m) for m in cols]
+        lines += ["", f"### {title}", "",
+                  "| " + " | ".join(vary + names) + " |", "|" + "---|" * (len(vary) + len(cols))]
         for _, r in table.iterrows():
             lines.append("| " + " | ".join([cell(r.get(k)) for k in vary]
-                                           + [stat(r, m) for m in extra]) + " |")
+                                           + [stat(r, m, percent) for m in cols]) + " |")
     fixed = {k: v for k, v in json.loads(table["setting"].iloc[0]).items() if k not in vary}
     lines += ["", f"Fixed for every trial: `{json.dumps(fixed)}`"]
     if overrides:

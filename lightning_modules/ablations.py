@@ -11,16 +11,12 @@ training's voting):
 - ``mel_shuffled``: the log-Mel cut into ``patch`` = (bands, frames) patches whose positions
   are permuted (seeded, per segment); every patch keeps its content: the texture stays, the
   layout goes. Cells beyond the last whole patch (e.g. 2 of 130 frames) stay in place;
-- ``deletion_{gradcam|random}_{branch}_{fraction}``: the top ``fraction`` of the branch's
-  cells, ranked by that segment's Grad-CAM (for the class the model predicts on the clean
-  input, upsampled to the branch's grid; zero-attribution ties broken at random) or ranked
-  at random (seeded), replaced by the band mean. A faithful attribution makes accuracy fall
-  faster than random: its area under the curve (trapezoid over the fractions, divided by the
-  fraction range) is lower.
 
-Every clip accuracy and deletion AUC comes with a 95 % confidence interval: a percentile
-bootstrap over the clips (``scipy.stats.bootstrap``; a clip's AUC is the area under its own
-0/1 curve, so the mean over clips is the AUC of the accuracy curve).
+Deletion and insertion curves, against baselines that share the attribution's spatial
+structure, are in :mod:`lightning_modules.faithfulness`.
+
+Every clip accuracy comes with a 95 % confidence interval: a percentile bootstrap over the
+clips (``scipy.stats.bootstrap``).
 """
 from __future__ import annotations
 
@@ -32,21 +28,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from lightning_modules.attribution import attribute, attribution_mode, model_device
+from lightning_modules.attribution import attribution_mode, model_device
 from lightning_modules.metrics import ClipVoting
-from lightning_modules.perturbations import (
-    band_mean,
-    delete_cells,
-    deletion_ranks,
-    gaussian_smooth,
-    shuffle_patches,
-    zero_input,
-)
+from lightning_modules.perturbations import band_mean, gaussian_smooth, shuffle_patches, zero_input
 
-DEFAULT_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
-CSV_COLUMNS = ("condition", "branch", "method", "fraction", "acc_clip", "acc_clip_ci_low",
-               "acc_clip_ci_high", "acc_segment", "deletion_auc", "deletion_auc_ci_low",
-               "deletion_auc_ci_high", "clips", "segments", "weights")
+CSV_COLUMNS = ("condition", "branch", "method", "acc_clip", "acc_clip_ci_low",
+               "acc_clip_ci_high", "acc_segment", "clips", "segments", "weights")
 BOOTSTRAP_RESAMPLES = 1999
 
 
@@ -87,8 +74,8 @@ def segment_accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return float((probs.argmax(1) == labels.long()).double().mean())
 
 
-def deletion_auc(fractions: Sequence[float], accs: Sequence[float]) -> float:
-    """Trapezoid area under accuracy(fraction), divided by the fraction range."""
+def curve_auc(fractions: Sequence[float], accs: Sequence[float]) -> float:
+    """Trapezoid area under a curve over fractions, divided by the fraction range."""
     fr = np.asarray(fractions, dtype=float)
     acc = np.asarray(accs, dtype=float)
     if len(fr) < 2 or fr[-1] == fr[0]:
@@ -131,7 +118,6 @@ class AblationResult:
     rows: list[dict] = field(default_factory=list)
     results: dict[str, float] = field(default_factory=dict)
     accuracies: dict[str, float] = field(default_factory=dict)    # bar chart
-    curves: dict[str, dict[str, tuple]] = field(default_factory=dict)  # deletion curves
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # bars' 95 % CIs
     num_classes: int = 2
 
@@ -141,7 +127,6 @@ def _probs(model, names, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 
 def run_ablation(model, dataset, smoothing_sigma: float = 2.0, patch: Sequence[int] = (16, 16),
-                 deletion_fractions: Sequence[float] = DEFAULT_FRACTIONS,
                  max_segments: int | None = None, batch_size: int = 64, seed: int = 0,
                  weights: str = "current") -> AblationResult:
     """Every condition (module docstring) on every clip of ``dataset``, or on whole clips
@@ -154,9 +139,6 @@ def run_ablation(model, dataset, smoothing_sigma: float = 2.0, patch: Sequence[i
     figure draws.
     """
     names = tuple(model.branch_names)
-    fractions = sorted({float(f) for f in deletion_fractions})
-    if any(not 0 <= f <= 1 for f in fractions):
-        raise ValueError(f"deletion_fractions must lie in [0, 1], got {fractions}")
     idx = select_segments(dataset.clip_pos, dataset.labels,
                           None if max_segments is None else int(max_segments))
     dev = model_device(model)
@@ -180,19 +162,6 @@ def run_ablation(model, dataset, smoothing_sigma: float = 2.0, patch: Sequence[i
             if "mel" in names:
                 run("mel_smoothed", mel=gaussian_smooth(x["mel"], smoothing_sigma))
                 run("mel_shuffled", mel=shuffle_patches(x["mel"], patch, gen))
-            target = base.argmax(1)
-            for n in names:
-                cam = attribute(model, x, target=target, methods=("gradcam",), branches=[n],
-                                normalize=False).maps[n]["gradcam"]
-                ranks = {"gradcam": deletion_ranks(cam, cam.shape, gen),
-                         "random": deletion_ranks(None, cam.shape, gen)}
-                for method, r in ranks.items():
-                    for f in fractions:
-                        key = f"deletion_{method}_{n}_{f:g}"
-                        if f == 0:
-                            conds.setdefault(key, []).append(base)
-                        else:
-                            run(key, **{n: delete_cells(x[n], r, f, band_mean(model, n))})
     y, c = torch.cat(labels), torch.cat(clips)
     n_clips = int(torch.unique(c).numel())
     out = AblationResult(num_classes=int(conds["clean"][0].shape[1]))
@@ -206,13 +175,11 @@ def run_ablation(model, dataset, smoothing_sigma: float = 2.0, patch: Sequence[i
     def r6(v):
         return None if v is None else round(float(v), 6)
 
-    def row(cond, branch=None, method=None, fraction=None, auc=None, auc_ci=(None, None)):
-        return {"condition": cond, "branch": branch, "method": method, "fraction": fraction,
+    def row(cond, branch=None, method=None):
+        return {"condition": cond, "branch": branch, "method": method,
                 "acc_clip": r6(acc[cond][0]), "acc_clip_ci_low": r6(ci[cond][0]),
                 "acc_clip_ci_high": r6(ci[cond][1]), "acc_segment": r6(acc[cond][1]),
-                "deletion_auc": r6(auc), "deletion_auc_ci_low": r6(auc_ci[0]),
-                "deletion_auc_ci_high": r6(auc_ci[1]), "clips": n_clips, "segments": len(idx),
-                "weights": weights}
+                "clips": n_clips, "segments": len(idx), "weights": weights}
 
     def bar(key, **kw):
         out.rows.append(row(key, **kw))
@@ -227,30 +194,16 @@ def run_ablation(model, dataset, smoothing_sigma: float = 2.0, patch: Sequence[i
     for key in ("mel_smoothed", "mel_shuffled"):
         if key in acc:
             bar(key, branch="mel", method=key.split("_")[1])
-    for n in names:
-        out.curves[n] = {}
-        for method in ("gradcam", "random"):
-            keys = [f"deletion_{method}_{n}_{f:g}" for f in fractions]
-            curve = [acc[k][0] for k in keys]
-            auc = deletion_auc(fractions, curve)
-            # per clip: the AUC of its own 0/1 curve; their mean is ``auc``
-            per_clip = np.array([deletion_auc(fractions, col)
-                                 for col in np.stack([correct[k] for k in keys], axis=1)])
-            auc_ci = bootstrap_ci(per_clip, seed)
-            out.curves[n][method] = (fractions, curve, auc)
-            out.results[f"ablation/deletion_auc_{method}_{n}"] = auc
-            out.intervals[f"deletion_auc_{method}_{n}"] = auc_ci
-            for f, k in zip(fractions, keys):
-                out.rows.append(row(k, branch=n, method=f"deletion_{method}", fraction=f,
-                                    auc=auc, auc_ci=auc_ci))
     return out
 
 
-def write_csv(rows: Sequence[Mapping], path: Path) -> Path:
+def write_csv(rows: Sequence[Mapping], path: Path,
+              columns: Sequence[str] = CSV_COLUMNS) -> Path:
+    """``rows`` under the ``columns`` header; parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
+        w = csv.DictWriter(fh, fieldnames=list(columns))
         w.writeheader()
         w.writerows(rows)
     return path

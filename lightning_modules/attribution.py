@@ -1,12 +1,19 @@
-"""Pixel attribution per branch: Grad-CAM and Guided Grad-CAM (Captum).
+"""Pixel attribution per branch: Grad-CAM, Guided Grad-CAM and Integrated Gradients (Captum).
 
-Grad-CAM for a branch reads that branch's last convolution (``model.branch_last_conv``) and
-is upsampled (bilinear) to the branch's *own* input grid: the Mel map to [128, T], the chroma
-map to [12, T]. In the mid-level modes the donor's features also flow into the receiver, so
+Grad-CAM for a branch reads that branch's attribution layer
+(``model.branch_attribution_layer``): the Mel branch's last convolution, the chroma branch's
+deepest convolution that still has all 12 pitch-class rows (the default backbones pool
+chroma 12 -> 6 -> 3, and 3 rows stretched over 12 cannot name a pitch class). The map is
+upsampled to the branch's *own* input grid (:func:`upsample_map`): bilinear along time and
+along Mel frequency, circular along pitch (B neighbours C) wherever a chroma map has fewer
+than 12 rows. In the mid-level modes the donor's features also flow into the receiver, so
 the receiver's Grad-CAM may owe part of its evidence to the other input; it is still read on
-the receiver's last convolution and drawn on the receiver's input, which is what the thesis
-shows. Guided Grad-CAM multiplies guided backpropagation on the branch's input with that
-branch's (upsampled, rectified) Grad-CAM (``captum.attr.GuidedGradCam``).
+the receiver's layer and drawn on the receiver's input, which is what the thesis shows.
+Guided Grad-CAM multiplies guided backpropagation on the branch's input with that branch's
+upsampled, rectified Grad-CAM (as ``captum.attr.GuidedGradCam``, with the same upsampling as
+Grad-CAM). Integrated Gradients (``captum.attr.IntegratedGradients``) integrates the input
+gradient along the straight path from the band means (every input at once: the "no
+information" input the ablations delete to) to the input, at the input's own resolution.
 
 Attribution runs with the model in ``eval()`` (batch-norm statistics are read, never
 updated; dropout off) and gradients enabled, outside inference mode, so it can be called
@@ -27,7 +34,9 @@ from typing import Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-METHODS = ("gradcam", "guided_gradcam")
+METHODS = ("gradcam", "guided_gradcam", "integrated_gradients")
+SIGNED = ("guided_gradcam", "integrated_gradients")  # maps normalised by max |.|
+IG_STEPS = 8
 
 
 @dataclass
@@ -115,28 +124,97 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     return methods
 
 
-def gradcam(model, branch: str, names, xs, target: torch.Tensor) -> torch.Tensor:
-    """Rectified Grad-CAM of ``branch``'s last convolution, upsampled to the branch's input
-    grid: [B, F, T] (un-normalised)."""
-    from captum.attr import LayerAttribution, LayerGradCam
+def upsample_map(cam: torch.Tensor, grid: tuple[int, int], circular: bool = False) -> torch.Tensor:
+    """[B, C, h, w] layer map -> [B, C, F, T] on the input grid ``(F, T)``: bilinear
+    (``align_corners=False``, as ``LayerAttribution.interpolate``); with ``circular`` the
+    rows wrap around (pitch classes: the row after B is C) when ``h < F``."""
+    from torch.nn import functional as F
 
-    layer = model.branch_last_conv(branch)
-    cam = LayerGradCam(_ForwardByName(model, names), layer).attribute(
-        xs, target=target, relu_attributions=False)
+    rows, frames = int(grid[0]), int(grid[1])
+    h = cam.shape[2]
+    if not circular or h == rows:
+        return F.interpolate(cam, size=(rows, frames), mode="bilinear", align_corners=False)
+    out = F.interpolate(cam, size=(h, frames), mode="bilinear", align_corners=False)
+    pos = (torch.arange(rows, dtype=torch.float64) + 0.5) * h / rows - 0.5
+    lo = torch.floor(pos)
+    frac = (pos - lo).to(cam.dtype).to(cam.device).view(1, 1, -1, 1)
+    lo = lo.long() % h
+    hi = (lo + 1) % h
+    return out[:, :, lo.to(cam.device)] * (1 - frac) + out[:, :, hi.to(cam.device)] * frac
+
+
+def _layer_cam(model, branch: str, names, xs, target: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of ``branch``'s attribution layer at that layer's own grid: [B, 1, h, w]."""
+    from captum.attr import LayerGradCam
+
+    layer = model.branch_attribution_layer(branch)
+    return LayerGradCam(_ForwardByName(model, names), layer).attribute(
+        xs, target=target, relu_attributions=False).detach()
+
+
+def _to_input_grid(branch: str, names, xs, cam: torch.Tensor) -> torch.Tensor:
+    from lightning_modules.base import PITCH_INPUTS
+
     grid = tuple(xs[names.index(branch)].shape[2:])
-    up = LayerAttribution.interpolate(cam.detach(), grid, interpolate_mode="bilinear")
-    return up.clamp(min=0)[:, 0]
+    return upsample_map(cam, grid, circular=branch in PITCH_INPUTS)
+
+
+def gradcam(model, branch: str, names, xs, target: torch.Tensor) -> torch.Tensor:
+    """Rectified Grad-CAM of ``branch``'s attribution layer, upsampled to the branch's input
+    grid: [B, F, T] (un-normalised)."""
+    cam = _layer_cam(model, branch, names, xs, target)
+    return _to_input_grid(branch, names, xs, cam).clamp(min=0)[:, 0]
 
 
 def guided_gradcam(model, branch: str, names, xs, target: torch.Tensor) -> torch.Tensor:
-    """Guided Grad-CAM on ``branch``'s input with ``branch``'s last convolution: [B, F, T]
-    (signed, un-normalised)."""
-    from captum.attr import GuidedGradCam
+    """Guided backpropagation on ``branch``'s input times its rectified, upsampled Grad-CAM:
+    [B, F, T] (signed, un-normalised)."""
+    from captum.attr import GuidedBackprop
 
-    layer = model.branch_last_conv(branch)
-    attrs = GuidedGradCam(_ForwardByName(model, names), layer).attribute(
-        xs, target=target, interpolate_mode="bilinear")
-    return attrs[names.index(branch)].detach()[:, 0]
+    cam = _to_input_grid(branch, names, xs,
+                         _layer_cam(model, branch, names, xs, target).clamp(min=0))
+    guided = GuidedBackprop(_ForwardByName(model, names)).attribute(xs, target=target)
+    return (guided[names.index(branch)].detach() * cam)[:, 0]
+
+
+def integrated_gradients_all(model, names, xs, target: torch.Tensor,
+                             steps: int = IG_STEPS) -> tuple[torch.Tensor, ...]:
+    """Integrated Gradients of every input from the band-mean baseline (every input at its
+    band mean), ``steps`` Gauss-Legendre points: one [B, F, T] per input (signed)."""
+    from captum.attr import IntegratedGradients
+
+    baselines = tuple(getattr(model, f"{n}_mean").to(x).expand_as(x) for n, x in zip(names, xs))
+    attrs = IntegratedGradients(_ForwardByName(model, names)).attribute(
+        xs, baselines=baselines, target=target, n_steps=int(steps))
+    return tuple(a.detach()[:, 0] for a in attrs)
+
+
+def integrated_gradients(model, branch: str, names, xs, target: torch.Tensor,
+                         steps: int = IG_STEPS) -> torch.Tensor:
+    """:func:`integrated_gradients_all` of ``branch``'s input: [B, F, T]."""
+    return integrated_gradients_all(model, names, xs, target, steps)[names.index(branch)]
+
+
+def layer_grid(model, branch: str, inputs: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """(rows, frames) of ``branch``'s attribution layer for inputs of this shape: the grid
+    Grad-CAM is computed on before upsampling."""
+    names, xs = _inputs_for(model, {k: v[:1] for k, v in inputs.items() if v is not None})
+    seen = {}
+
+    def record(module, args, output):
+        seen["shape"] = tuple(output.shape[2:])
+
+    hook = model.branch_attribution_layer(branch).register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            model(**dict(zip(names, xs)))
+    finally:
+        hook.remove()
+    return seen["shape"]
+
+
+_METHOD_FNS = {"gradcam": gradcam, "guided_gradcam": guided_gradcam,
+               "integrated_gradients": integrated_gradients}
 
 
 def attribute(model, inputs: Mapping[str, torch.Tensor], target=None,
@@ -149,10 +227,11 @@ def attribute(model, inputs: Mapping[str, torch.Tensor], target=None,
             batches (extra keys are ignored; a single-branch mode needs only its input).
         target: class explained per example: ``None`` (the predicted class), an int, or a
             [B] tensor.
-        methods: among ``"gradcam"``, ``"guided_gradcam"``.
+        methods: among :data:`METHODS`.
         branches: default every branch of the model.
-        normalize: Grad-CAM divided by its max per example ([0, 1]); Guided Grad-CAM by its
-            max |.| ([-1, 1]). ``False`` keeps raw values (to stitch or compare examples).
+        normalize: Grad-CAM divided by its max per example ([0, 1]); the signed methods
+            (:data:`SIGNED`) by their max |.| ([-1, 1]). ``False`` keeps raw values (to
+            stitch or compare examples).
         batch_size: examples per backward pass (default: all at once).
 
     Returns :class:`Attributions` (CPU tensors). The model's training flags, batch-norm
@@ -161,7 +240,7 @@ def attribute(model, inputs: Mapping[str, torch.Tensor], target=None,
     methods = _check_methods(methods)
     branches = list(model.branch_names if branches is None else branches)
     for b in branches:
-        model.branch_last_conv(b)  # clear error for a missing branch or a vector backbone
+        model.branch_attribution_layer(b)  # clear error for a missing branch or a vector backbone
     with attribution_mode(model), warnings.catch_warnings():
         # Captum announces that it sets requires_grad on inputs and hooks ReLUs: expected.
         warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
@@ -179,12 +258,14 @@ def attribute(model, inputs: Mapping[str, torch.Tensor], target=None,
             t = _target_for(target, p, i, step)
             probs.append(p.cpu())
             targets.append(t.cpu())
+            # Integrated Gradients attributes every input in one pass: computed once.
+            ig = integrated_gradients_all(model, names, chunk, t) \
+                if "integrated_gradients" in methods else None
             for b in branches:
-                if "gradcam" in methods:
-                    out[b]["gradcam"].append(gradcam(model, b, names, chunk, t).float().cpu())
-                if "guided_gradcam" in methods:
-                    out[b]["guided_gradcam"].append(
-                        guided_gradcam(model, b, names, chunk, t).float().cpu())
+                for m in methods:
+                    x = ig[names.index(b)] if m == "integrated_gradients" else \
+                        _METHOD_FNS[m](model, b, names, chunk, t)
+                    out[b][m].append(x.float().cpu())
         # Captum differentiates w.r.t. inputs and layer outputs only (torch.autograd.grad),
         # but keep parameter .grad untouched even if that ever changes.
         for p in model.parameters():
@@ -195,7 +276,7 @@ def attribute(model, inputs: Mapping[str, torch.Tensor], target=None,
             maps[b] = {}
             for m in methods:
                 x = torch.cat(out[b][m])
-                maps[b][m] = normalise(x, signed=(m == "guided_gradcam")) if normalize else x
+                maps[b][m] = normalise(x, signed=m in SIGNED) if normalize else x
         return Attributions(maps=maps, probs=torch.cat(probs), target=torch.cat(targets))
 
 

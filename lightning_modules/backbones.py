@@ -198,9 +198,23 @@ class CNNBackbone(StagedBackbone):
     """CNN whose stages are ``ConvStage``; ``last_conv`` is the last stage's ``features``
     (its output is the last rectified conv map, before pooling)."""
 
+    def stage_conv(self, k: int) -> nn.Module:
+        """The module whose output is stage ``k``'s (0-based) last rectified conv map."""
+        return self.stages[k].features
+
     @property
     def last_conv(self) -> nn.Module:
-        return self.stages[-1].features
+        return self.stage_conv(len(self.stages) - 1)
+
+    @property
+    def full_resolution_conv(self) -> nn.Module:
+        """The deepest conv map that still has every frequency row of the input: the
+        features of the first stage that pools frequency (they come before its pool), or
+        the last conv when no stage does (chroma with the default plan: stage 1, 12 rows)."""
+        for k, stage in enumerate(self.stages):
+            if stage.pool.kernel_size[0] > 1:
+                return self.stage_conv(k)
+        return self.last_conv
 
 
 DEFAULT_CNN_CHANNELS = (16, 32, 64, 128)
@@ -254,12 +268,11 @@ class ParallelFeatures(nn.Module):
 
 
 class ParallelCNNBackbone(CNNBackbone):
-    """``last_conv``: the last stage's 1x1 merge block, or its concatenated paths when the
-    stage has no merge."""
+    """A stage's conv map (``stage_conv``, hence ``last_conv``): its 1x1 merge block, or its
+    concatenated paths when the stage has no merge."""
 
-    @property
-    def last_conv(self) -> nn.Module:
-        feats = self.stages[-1].features
+    def stage_conv(self, k: int) -> nn.Module:
+        feats = self.stages[k].features
         return feats.paths if isinstance(feats.merge, nn.Identity) else feats.merge
 
 

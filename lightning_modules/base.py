@@ -35,6 +35,7 @@ from lightning_modules.fusion import JOINS, Join, film_hidden
 from lightning_modules.metrics import ClipVoting
 
 FEATURES = ("mel", "chroma")
+PITCH_INPUTS = ("chroma",)  # inputs whose rows are pitch classes (circular: B neighbours C)
 DEFAULT_INPUTS = {"mel": 128, "chroma": 12}
 SCHEDULERS = ("cosine", "none")
 # The datamodule's split name behind each evaluation stage.
@@ -317,6 +318,16 @@ class GenreClassifier(pl.LightningModule):
         if layer is None:
             raise ValueError(f"backbone {self.hparams.backbone!r} has no convolution layer for "
                              f"Grad-CAM (branch {name!r})")
+        return layer
+
+    def branch_attribution_layer(self, name: str) -> nn.Module:
+        """The module whose output Grad-CAM reads for branch ``name``: the last convolution,
+        except for the chroma branch, read at the deepest convolution that still has all
+        of its pitch-class rows (``full_resolution_conv``), so that its maps name pitch
+        classes instead of interpolating 3 pooled rows over 12."""
+        layer = self.branch_last_conv(name)
+        if name in PITCH_INPUTS:
+            return getattr(self.branches[name], "full_resolution_conv", layer)
         return layer
 
     # ------------------------------------------------------------------------- setup

@@ -1,6 +1,6 @@
 """Input perturbations for ablations, on [B, 1, F, T] feature maps in raw (un-normalised)
 units: replace an input by its band means, blur it (removes texture), shuffle its patches
-(removes layout, keeps texture), delete ranked cells."""
+(removes layout, keeps texture), rank cells for deletion."""
 from __future__ import annotations
 
 import math
@@ -82,15 +82,3 @@ def deletion_ranks(scores: torch.Tensor | None, shape: Sequence[int],
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(cells).expand(b, cells).contiguous())
     return ranks
-
-
-def delete_cells(x: torch.Tensor, ranks: torch.Tensor, fraction: float,
-                 mean: torch.Tensor) -> torch.Tensor:
-    """Replace the ``round(fraction * F * T)`` first-ranked cells of each [1, F, T] example
-    by the band mean."""
-    b, _, f, t = x.shape
-    k = int(round(float(fraction) * f * t))
-    if k <= 0:
-        return x
-    mask = (ranks < k).view(b, 1, f, t).to(x.device)
-    return torch.where(mask, mean.to(x).expand_as(x), x)

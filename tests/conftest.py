@@ -71,6 +71,13 @@ def write_clip(path: Path, seconds: float = 3.5, sr: int = 22050, freq: float = 
 TINY_GTZAN_RUN = ["data=gtzan", "data.split=random", "data.clip_seconds=6.0",
                   "data.min_seconds=1.0", "data.batch_size=16", "data.num_workers=0",
                   "cache.workers=0", "backbone.channels=[4,8,8,8]"]
+# The interpretability callback on a budget: a few clips, one label-randomisation epoch.
+TINY_INTERPRETABILITY = ["callbacks.interpretability.max_segments=24",
+                         "callbacks.interpretability.sanity_segments=8",
+                         "callbacks.interpretability.label_epochs=1",
+                         "callbacks.interpretability.fractions=[0.0,0.3,1.0]",
+                         "callbacks.interpretability.severity.sigmas=[2.0]",
+                         "callbacks.interpretability.severity.fractions=[0.5]"]
 
 
 def make_gtzan(root: Path, layout: str = "archive", per_genre: int = 3, ext: str = ".wav",

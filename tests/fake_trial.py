@@ -30,4 +30,6 @@ print(json.dumps({"val/acc_clip": base + 0.02 * seed,
                   "test/acc_segment": base - 0.05 if tested else None,
                   "test/f1_macro": base - 0.02 if tested else None,
                   "ablation/acc_mel_zeroed": base / 2,
+                  "interpretability/deletion_prob_auc_minus_shifted_gradcam_mel": -base / 4,
+                  "interpretability/sanity_cascading_gradcam_mel": 0.1 * seed,
                   "run_dir": "/tmp/x", "checkpoint": "/tmp/x/best.ckpt"}))

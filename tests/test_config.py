@@ -89,6 +89,10 @@ def _signature_defaults(fn) -> dict:
 
 
 def _same(a, b) -> bool:
+    from collections.abc import Mapping
+
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
         return list(a) == list(b)
     return a == b

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import last_json, make_gtzan, run_cli
+from tests.conftest import TINY_INTERPRETABILITY, last_json, make_gtzan, run_cli
 
 
 @pytest.mark.slow
@@ -19,7 +19,8 @@ def test_ddp_two_cpu_processes_train_and_vote_per_clip(tmp_path):
                 "data.num_workers=0", "cache.workers=0", "backbone.channels=[4,8,8,8]",
                 "model=mid_two_way", "trainer=ddp", "trainer.accelerator=cpu",
                 "trainer.devices=2", "trainer.precision=32-true", "trainer.max_epochs=2",
-                "callbacks.ablation.max_segments=24", env=env, timeout=900)
+                "callbacks.ablation.max_segments=24", *TINY_INTERPRETABILITY, env=env,
+                timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
     s = last_json(r.stdout)
     (test_row,) = pd.read_csv(Path(s["run_dir"]) / "metrics.csv").dropna(

@@ -52,7 +52,7 @@ def test_a_trainer_override_that_the_code_also_sets_is_taken(tmp_path, monkeypat
 
     cfg = compose(["trainer=cpu", "+trainer.enable_progress_bar=false",
                    "logger.wandb.enabled=false", "callbacks.gradcam.enabled=false",
-                   "callbacks.ablation.enabled=false"])
+                   "callbacks.ablation.enabled=false", "callbacks.interpretability.enabled=false"])
     trainer = build_trainer(cfg, tmp_path, "run-id")
     assert trainer.progress_bar_callback is None
     assert build_trainer(compose(["trainer=cpu", "logger.wandb.enabled=false"]), tmp_path,

@@ -17,7 +17,7 @@ from lightning_modules import build_model as build_mode
 from tests.conftest import TINY_GTZAN_RUN, call_cli, last_json, make_gtzan
 
 TINY = [*TINY_GTZAN_RUN, "callbacks.gradcam.enabled=false", "callbacks.ablation.enabled=false",
-        "logger.wandb.enabled=false"]
+        "callbacks.interpretability.enabled=false", "logger.wandb.enabled=false"]
 
 
 @pytest.fixture(scope="module")

@@ -129,6 +129,10 @@ def test_local_sweep_aggregates_records_failures_and_resumes(tmp_path, sweep):
     assert "91.00 ± 1.41" in md and "Failed trials" in md and "something went wrong" in md
     assert "## Paired comparisons against `late_fusion`" in md and "| mid_two_way | +10.00 |" in md
     assert "## Interpretability" in md and "45.00" in md  # ablation/* keys are aggregated too
+    faith = md.split("### Faithfulness")[1].split("###")[0]
+    assert "deletion_gradcam_mel" in faith and "-0.225" in faith  # raw values, not percent
+    sanity = md.split("### Sanity: rank correlation with the trained")[1].split("###")[0]
+    assert "0.050 ± 0.071" in sanity  # seeds 0, 1: 0.0 and 0.1
     assert (out / "results.png").stat().st_size > 5000
     assert "mid_two_way" in r.stdout  # the table on the terminal
     first = [json.loads(x) for x in calls.read_text().splitlines()]

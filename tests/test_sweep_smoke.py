@@ -12,7 +12,7 @@ from datamodules.fma import audio_path
 from datamodules.splits import fault_filtered_lists
 from experiments.sweep import cli as sweep_cli
 from experiments.sweep_files import available, expand, load_sweep, trial_command
-from tests.conftest import GENRES, last_json, write_clip
+from tests.conftest import GENRES, TINY_INTERPRETABILITY, last_json, write_clip
 
 SECONDS = 3.0  # one 3-s segment per clip
 # Shrinking words, appended after the trial's own (they win over its parameters).
@@ -21,7 +21,7 @@ SHRINK = ["trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=2"
           f"data.clip_seconds={SECONDS}", "data.min_seconds=1.0", "data.batch_size=8",
           "data.num_workers=0", "cache.workers=0", "backbone.channels=[4,8,8,8]",
           "callbacks.gradcam.enabled=false", "callbacks.ablation.max_segments=24",
-          "callbacks.ablation.deletion_fractions=[0.0,0.5]", "logger.wandb.enabled=false"]
+          *TINY_INTERPRETABILITY, "logger.wandb.enabled=false"]
 
 
 def make_gtzan_fault_filtered(root):
@@ -102,6 +102,8 @@ def test_first_trial_of_every_sweep_trains(name, data_words, tmp_path, capsys, m
     assert s["dataset"] == params["data"] and s["epochs"] == 1
     if spec["parameters"].get("callbacks.ablation.enabled", {}).get("value"):
         assert any(k.startswith("ablation/") for k in s), s
+    if spec["parameters"].get("callbacks.interpretability.enabled", {}).get("value", True):
+        assert any(k.startswith("interpretability/") for k in s), s
     assert (tmp_path / "runs").is_dir() and s["run_dir"].startswith(str(tmp_path))
 
 

@@ -16,6 +16,7 @@ import torch
 from tests.conftest import (
     REPO,
     TINY_GTZAN_RUN,
+    TINY_INTERPRETABILITY,
     call_cli,
     last_json,
     make_gtzan,
@@ -23,8 +24,8 @@ from tests.conftest import (
     tone,
 )
 
-TINY = [*TINY_GTZAN_RUN, "callbacks.ablation.max_segments=24",
-        "callbacks.ablation.deletion_fractions=[0.0,0.2,0.5]", "trainer.max_epochs=2"]
+TINY = [*TINY_GTZAN_RUN, *TINY_INTERPRETABILITY, "callbacks.ablation.max_segments=24",
+        "trainer.max_epochs=2"]
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,8 @@ def test_killed_run_resumes_from_last_checkpoint(trained):
     root, out, env, _, _ = trained
     args = [*TINY, f"data.root={root}", "model=late_fusion", "trainer.max_epochs=6",
             "callbacks.gradcam.enabled=false", "callbacks.ablation.enabled=false",
-            "logger.wandb.enabled=false", "train.resume=auto"]
+            "callbacks.interpretability.enabled=false", "logger.wandb.enabled=false",
+            "train.resume=auto"]
     proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args], cwd=REPO,
                             env={**__import__("os").environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from lightning_modules.ablations import CSV_COLUMNS, DEFAULT_FRACTIONS, run_ablation, write_csv
+from lightning_modules.ablations import CSV_COLUMNS, run_ablation, write_csv
 from lightning_modules.callbacks.common import (
     SummaryCallback,
     best_weights_copy,
@@ -26,15 +26,13 @@ class AblationCallback(SummaryCallback):
     ``WandbLogger``, and fills ``self.summary`` (flat ``ablation/...`` floats)."""
 
     def __init__(self, run_dir, split: str = "test", smoothing_sigma: float = 2.0,
-                 patch: Sequence[int] = (16, 16),
-                 deletion_fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                 max_segments: int | None = None, batch_size: int = 64, seed: int = 0):
+                 patch: Sequence[int] = (16, 16), max_segments: int | None = None,
+                 batch_size: int = 64, seed: int = 0):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.split = str(split)
         self.smoothing_sigma = float(smoothing_sigma)
         self.patch = tuple(int(p) for p in patch)
-        self.deletion_fractions = tuple(float(f) for f in deletion_fractions)
         self.max_segments = None if max_segments is None else int(max_segments)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -49,8 +47,8 @@ class AblationCallback(SummaryCallback):
         cap = "every clip" if self.max_segments is None else \
             f"whole clips up to {self.max_segments} segments"
         log.info(f"ablation: {self.split} split, {weights} weights, {cap}")
-        res = run_ablation(model, ds, self.smoothing_sigma, self.patch, self.deletion_fractions,
-                           self.max_segments, self.batch_size, self.seed, weights)
+        res = run_ablation(model, ds, self.smoothing_sigma, self.patch, self.max_segments,
+                           self.batch_size, self.seed, weights)
         del model
         self.summary = dict(res.results)
         write_csv(res.rows, self.csv_path)
@@ -58,9 +56,8 @@ class AblationCallback(SummaryCallback):
 
         title = (f"{self.run_dir.name}: {self.split} split, {res.rows[0]['clips']} clips, "
                  f"{weights} weights")
-        save_ablation_figure(self.figure_path, res.accuracies, res.curves,
-                             chance=1.0 / res.num_classes, title=title,
-                             intervals=res.intervals)
+        save_ablation_figure(self.figure_path, res.accuracies, chance=1.0 / res.num_classes,
+                             title=title, intervals=res.intervals)
         for lg in wandb_loggers(trainer):
             data = [[r[c] for c in CSV_COLUMNS] for r in res.rows]
             lg.log_table("ablation/table", columns=list(CSV_COLUMNS), data=data)
@@ -69,6 +66,4 @@ class AblationCallback(SummaryCallback):
         log.info(f"ablation ({self.split} split, {res.rows[0]['clips']} clips, clip level; "
                  "95 % bootstrap CI over clips): " + ", ".join(
                      f"{k} {v:.3f} [{res.intervals[k][0]:.3f}, {res.intervals[k][1]:.3f}]"
-                     for k, v in {**res.accuracies, **{
-                         f"deletion_auc_{m}_{b}": c[2] for b, per in res.curves.items()
-                         for m, c in per.items()}}.items()))
+                     for k, v in res.accuracies.items()))

@@ -19,8 +19,10 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from datamodules.features import PITCH_CLASSES  # noqa: E402
+from lightning_modules.attribution import METHODS, SIGNED  # noqa: E402
 
-METHOD_TITLES = {"gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM"}
+METHOD_TITLES = {"gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM",
+                 "integrated_gradients": "Integrated Gradients"}
 BRANCH_TITLES = {"mel": "log-Mel spectrogram", "chroma": "chromagram"}
 _HZ_TICKS = (32, 64, 125, 250, 500, 1000, 2000, 4000, 8000, 16000)
 
@@ -105,8 +107,9 @@ def draw_panel(ax, fig, base: np.ndarray, branch: str, axes: FeatureAxes, t0: fl
                overlay: np.ndarray | None = None, kind: str = "input", title: str = "",
                xlabel: bool = True):
     """One panel: ``kind="input"`` (the feature alone, dB or chroma energy), ``"gradcam"``
-    (the feature in grey with the [0, 1] map in colour on top), ``"guided_gradcam"`` (the
-    signed map in a diverging colour scale). Adds a colourbar; returns the image."""
+    (the feature in grey with the [0, 1] map in colour on top), ``"guided_gradcam"`` or
+    ``"integrated_gradients"`` (the signed map in a diverging colour scale). Adds a colourbar;
+    returns the image."""
     f, t = base.shape
     extent = (t0, t0 + t * axes.seconds_per_frame, -0.5, f - 0.5)
     common = dict(origin="lower", aspect="auto", extent=extent, interpolation="nearest")
@@ -118,9 +121,9 @@ def draw_panel(ax, fig, base: np.ndarray, branch: str, axes: FeatureAxes, t0: fl
         ax.imshow(base, cmap="gray", **common)
         im = ax.imshow(overlay, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0, **common)
         fig.colorbar(im, ax=ax, pad=0.01, fraction=0.04, label="Grad-CAM")
-    elif kind == "guided_gradcam":
+    elif kind in SIGNED:
         im = ax.imshow(overlay, cmap="RdBu_r", vmin=-1.0, vmax=1.0, **common)
-        fig.colorbar(im, ax=ax, pad=0.01, fraction=0.04, label="Guided Grad-CAM")
+        fig.colorbar(im, ax=ax, pad=0.01, fraction=0.04, label=METHOD_TITLES[kind])
     else:
         raise ValueError(f"draw_panel: unknown kind {kind!r}")
     set_freq_axis(ax, branch, f, axes)
@@ -135,8 +138,8 @@ def save_segment_figure(path: Path, inputs: Mapping[str, np.ndarray],
                         maps: Mapping[str, Mapping[str, np.ndarray]], axes: FeatureAxes,
                         methods: Sequence[str], title: str, t0: float = 0.0) -> Path:
     """One segment: a column per branch (log-Mel, chroma), rows = the input then one row per
-    method (Grad-CAM over the input; Guided Grad-CAM). ``inputs[b]`` [F, T] raw features,
-    ``maps[b][m]`` [F, T] normalised maps."""
+    method (Grad-CAM over the input; the signed methods on their own). ``inputs[b]`` [F, T]
+    raw features, ``maps[b][m]`` [F, T] normalised maps."""
     branches = [b for b in ("mel", "chroma") if b in maps]
     rows = 1 + len(methods)
     fig, grid = plt.subplots(rows, len(branches), figsize=(5.6 * len(branches), 2.5 * rows),
@@ -159,13 +162,13 @@ def save_segment_figure(path: Path, inputs: Mapping[str, np.ndarray],
 def save_file_figure(path: Path, base: np.ndarray, maps: Mapping[str, np.ndarray], branch: str,
                      axes: FeatureAxes, title: str, top: Mapping | None = None,
                      covered: np.ndarray | None = None) -> Path:
-    """A whole file, one branch: the input, Grad-CAM stitched over the segments (overlay)
-    and Guided Grad-CAM, one row each. ``top`` (``time_s``; ``bins``: Mel [lo, hi] band
-    range, chroma pitch-class indices) is outlined on the Grad-CAM row; frames no segment
-    covers (``covered`` [T] False) are hatched on the map rows."""
+    """A whole file, one branch: the input, then each method's map stitched over the
+    segments (Grad-CAM as an overlay), one row each. ``top`` (``time_s``; ``bins``: Mel
+    [lo, hi] band range, chroma pitch-class indices) is outlined on the Grad-CAM row; frames
+    no segment covers (``covered`` [T] False) are hatched on the map rows."""
     t_seconds = base.shape[1] * axes.seconds_per_frame
     width = float(np.clip(4 + 0.35 * t_seconds, 8, 20))
-    kinds = [m for m in ("gradcam", "guided_gradcam") if m in maps]
+    kinds = [m for m in METHODS if m in maps]
     rows = 1 + len(kinds)
     height = (2.6 if branch == "mel" else 1.8) * rows + 0.6
     fig, grid = plt.subplots(rows, 1, figsize=(width, height), squeeze=False)
@@ -198,17 +201,13 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.nonzero(d == 1)[0], np.nonzero(d == -1)[0]))
 
 
-def save_ablation_figure(path: Path, accuracies: Mapping[str, float],
-                         curves: Mapping[str, Mapping[str, tuple]], chance: float,
+def save_ablation_figure(path: Path, accuracies: Mapping[str, float], chance: float,
                          title: str = "",
                          intervals: Mapping[str, tuple[float, float]] | None = None) -> Path:
-    """Left: clip accuracy per condition (bars with their 95 % CI from ``intervals``,
-    chance level dashed). Right: deletion curves, ``curves[branch][method] = (fractions,
-    accuracies, auc)``, the AUC's CI in the legend when ``intervals`` has
-    ``deletion_auc_<method>_<branch>``."""
+    """Clip accuracy per condition: bars with their 95 % CI from ``intervals``, chance level
+    dashed."""
     intervals = intervals or {}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2),
-                                   gridspec_kw={"width_ratios": [1.1, 1]})
+    fig, ax1 = plt.subplots(figsize=(6.4, 4.2))
     names = list(accuracies)
     vals = [accuracies[n] for n in names]
     colours = ["#444444" if n == "clean" else "#3b75af" for n in names]
@@ -227,20 +226,6 @@ def save_ablation_figure(path: Path, accuracies: Mapping[str, float],
     ax1.set_ylabel("clip accuracy" + (" (95 % bootstrap CI)" if err is not None else ""))
     ax1.set_title("input ablations", fontsize=10)
     ax1.legend(fontsize=8, loc="upper right")
-    styles = {"gradcam": "-", "random": "--"}
-    colours = {"mel": "#3b75af", "chroma": "#e1812c"}
-    for b, per in curves.items():
-        for m, (fr, acc, auc) in per.items():
-            lo_hi = intervals.get(f"deletion_auc_{m}_{b}")
-            ci = f" [{lo_hi[0]:.2f}, {lo_hi[1]:.2f}]" if lo_hi else ""
-            ax2.plot(np.asarray(fr) * 100, acc, styles.get(m, ":"), marker="o", markersize=3,
-                     color=colours.get(b), label=f"{b}, {m} (AUC {auc:.2f}{ci})")
-    ax2.axhline(chance, color="red", linestyle="--", linewidth=1)
-    ax2.set_ylim(0, 1.08)
-    ax2.set_xlabel("cells replaced by the band mean (%)")
-    ax2.set_ylabel("clip accuracy")
-    ax2.set_title("deletion: most Grad-CAM-attributed cells first vs random", fontsize=10)
-    ax2.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -253,3 +238,40 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def save_faithfulness_figure(path: Path, scores: Mapping[tuple, Mapping[str, np.ndarray]],
+                             fractions: Sequence[float], title: str = "") -> Path:
+    """Deletion (top row) and insertion (bottom row) curves, a column per branch: the mean
+    over clips of the explained class's probability against the fraction of cells deleted
+    or inserted, one line per ranking with its AUC. ``scores[(kind, branch, ranking)]`` as
+    in :class:`~lightning_modules.faithfulness.FaithfulnessResult`."""
+    from lightning_modules.ablations import curve_auc
+
+    branches = list(dict.fromkeys(b for _, b, _ in scores))
+    rankings = list(dict.fromkeys(r for _, _, r in scores))
+    fig, grid = plt.subplots(2, len(branches), figsize=(5.4 * len(branches), 7.4),
+                             squeeze=False)
+    palette = plt.get_cmap("tab10")
+    fr = np.asarray(fractions, dtype=float)
+    for j, b in enumerate(branches):
+        for i, kind in enumerate(("deletion", "insertion")):
+            ax = grid[i, j]
+            for k, r in enumerate(rankings):
+                if (kind, b, r) not in scores:
+                    continue
+                curve = scores[(kind, b, r)]["prob"].mean(axis=0)
+                style = "--" if r.startswith("shifted_") else ":" if r in (
+                    "random_blobs", "randomised_model") else "-"
+                ax.plot(fr * 100, curve, style, marker="o", markersize=2.5, color=palette(k),
+                        label=f"{METHOD_TITLES.get(r, r)} (AUC {curve_auc(fr, curve):.2f})")
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel(f"cells {'deleted' if kind == 'deletion' else 'inserted'}, most "
+                          "attributed first (%)")
+            ax.set_ylabel("p(explained class)")
+            ax.set_title(f"{b}: {kind}", fontsize=10)
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
