@@ -44,24 +44,33 @@ def shuffle_patches(x: torch.Tensor, patch: Sequence[int],
     random permutation per example (never the identity when there are >= 2 tiles). The
     multiset of values is unchanged; cells beyond the last whole tile stay in place."""
     pf, pt = int(patch[0]), int(patch[1])
-    b, c, f, t = x.shape
-    nf, nt = f // pf, t // pt
-    n = nf * nt
+    f, t = x.shape[2:]
+    n = (f // pf) * (t // pt)
     if n < 2:
         raise ValueError(f"shuffle_patches: patch {pf}x{pt} leaves fewer than 2 tiles in a "
                          f"{f}x{t} input; choose callbacks.ablation.patch smaller than the input")
-    out = x.clone()
-    region = x[..., :nf * pf, :nt * pt].reshape(b, c, nf, pf, nt, pt)
-    tiles = region.permute(0, 1, 2, 4, 3, 5).reshape(b, c, n, pf, pt)
     perms = []
-    for _ in range(b):
+    for _ in range(x.shape[0]):
         p = torch.randperm(n, generator=generator)
         if torch.equal(p, torch.arange(n)):
             p = torch.roll(p, 1)
         perms.append(p)
-    idx = torch.stack(perms).to(x.device)
-    shuffled = torch.gather(tiles, 2, idx.view(b, 1, n, 1, 1).expand_as(tiles))
-    back = shuffled.reshape(b, c, nf, nt, pf, pt).permute(0, 1, 2, 4, 3, 5)
+    return permute_tiles(x, patch, torch.stack(perms))
+
+
+def permute_tiles(x: torch.Tensor, patch: Sequence[int], perms: torch.Tensor) -> torch.Tensor:
+    """[B, 1, F, T] with its ``patch`` = (bands, frames) tiles (numbered row by row) moved:
+    tile ``perms[b, i]`` goes to place ``i`` of example ``b`` ([B, n_tiles] long). Cells
+    beyond the last whole tile stay in place."""
+    pf, pt = int(patch[0]), int(patch[1])
+    b, c, f, t = x.shape
+    nf, nt = f // pf, t // pt
+    n = nf * nt
+    region = x[..., :nf * pf, :nt * pt].reshape(b, c, nf, pf, nt, pt)
+    tiles = region.permute(0, 1, 2, 4, 3, 5).reshape(b, c, n, pf, pt)
+    idx = perms.to(x.device).view(b, 1, n, 1, 1).expand_as(tiles)
+    back = torch.gather(tiles, 2, idx).reshape(b, c, nf, nt, pf, pt).permute(0, 1, 2, 4, 3, 5)
+    out = x.clone()
     out[..., :nf * pf, :nt * pt] = back.reshape(b, c, nf * pf, nt * pt)
     return out
 

@@ -55,7 +55,7 @@ import torch
 
 from lightning_modules.ablations import bootstrap_ci, clip_correct, select_segments
 from lightning_modules.attribution import attribution_mode, model_device
-from lightning_modules.perturbations import gaussian_smooth
+from lightning_modules.perturbations import gaussian_smooth, permute_tiles
 
 log = logging.getLogger(__name__)
 
@@ -150,20 +150,13 @@ def shuffle_patches_partial(x: torch.Tensor, patch: Sequence[int], fraction: flo
     whole tile stay in place (as
     :func:`~lightning_modules.perturbations.shuffle_patches`)."""
     pf, pt = int(patch[0]), int(patch[1])
-    b, c, f, t = x.shape
-    nf, nt = f // pf, t // pt
-    n = nf * nt
+    f, t = x.shape[2:]
+    n = (f // pf) * (t // pt)
     if n < 2:
         raise ValueError(f"shuffle_patches_partial: patch {pf}x{pt} leaves fewer than 2 tiles "
                          f"in a {f}x{t} input")
-    region = x[..., :nf * pf, :nt * pt].reshape(b, c, nf, pf, nt, pt)
-    tiles = region.permute(0, 1, 2, 4, 3, 5).reshape(b, c, n, pf, pt)
-    idx = torch.stack([partial_permutation(n, fraction, generator) for _ in range(b)])
-    shuffled = torch.gather(tiles, 2, idx.to(x.device).view(b, 1, n, 1, 1).expand_as(tiles))
-    back = shuffled.reshape(b, c, nf, nt, pf, pt).permute(0, 1, 2, 4, 3, 5)
-    out = x.clone()
-    out[..., :nf * pf, :nt * pt] = back.reshape(b, c, nf * pf, nt * pt)
-    return out
+    perms = [partial_permutation(n, fraction, generator) for _ in range(x.shape[0])]
+    return permute_tiles(x, patch, torch.stack(perms))
 
 
 def _tile(perturbation: str, size: int, f: int) -> tuple[int, int]:

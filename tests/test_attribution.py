@@ -55,16 +55,8 @@ class CueSegments:
     clip, ``batch``) of ``clips_per_class`` clips x ``segments`` segments."""
 
     def __init__(self, clips_per_class: int, segments: int, seed: int, cue: str = "mel"):
-        g = torch.Generator().manual_seed(seed)
-        n_clips = len(LABELS) * clips_per_class
-        self.labels = np.arange(len(LABELS)).repeat(clips_per_class)
-        self.rows = np.arange(n_clips)
-        self.clip_pos = np.arange(n_clips).repeat(segments)
-        self.starts = np.tile(np.arange(segments) * (FRAMES // 2), n_clips)
+        g = self.noise(len(LABELS), clips_per_class, segments, seed)
         n = len(self.clip_pos)
-        self.y = torch.from_numpy(self.labels[self.clip_pos])
-        self.mel = -60 + 8 * torch.randn(n, 1, MEL_BINS, FRAMES, generator=g)
-        self.chroma = 0.3 * torch.rand(n, 1, 12, FRAMES, generator=g)
         self.boxes = np.zeros((n, 4), dtype=int)  # f0, f1, t0, t1 of the mel cue
         for i, k in enumerate(self.y.tolist()):
             if cue == "mel":
@@ -75,6 +67,22 @@ class CueSegments:
                 self.boxes[i] = (f0, f0 + h, t0, t0 + w)
             else:
                 self.chroma[i, 0, 4 * k] += 0.7
+
+    def noise(self, classes: int, clips_per_class: int, segments: int,
+              seed: int) -> torch.Generator:
+        """The clips, segments, labels and noise inputs; returns the generator, to draw
+        the cues with."""
+        g = torch.Generator().manual_seed(seed)
+        n_clips = classes * clips_per_class
+        self.labels = np.arange(classes).repeat(clips_per_class)
+        self.rows = np.arange(n_clips)
+        self.clip_pos = np.arange(n_clips).repeat(segments)
+        self.starts = np.tile(np.arange(segments) * (FRAMES // 2), n_clips)
+        n = len(self.clip_pos)
+        self.y = torch.from_numpy(self.labels[self.clip_pos])
+        self.mel = -60 + 8 * torch.randn(n, 1, MEL_BINS, FRAMES, generator=g)
+        self.chroma = 0.3 * torch.rand(n, 1, 12, FRAMES, generator=g)
+        return g
 
     def __len__(self):
         return len(self.clip_pos)
@@ -105,7 +113,12 @@ def tiny_model(mode: str, backbone: str = "serial_cnn", seed: int = 0, mel_bins:
 def train_tiny(mode: str, cue: str, steps: int = 80, backbone: str = "serial_cnn"):
     """(model in eval mode, validation CueSegments): a few Adam steps, about a second."""
     train, valid = CueSegments(8, 4, seed=0, cue=cue), CueSegments(4, 3, seed=1, cue=cue)
-    model = tiny_model(mode, backbone)
+    return fit_tiny(tiny_model(mode, backbone), train, steps), valid
+
+
+def fit_tiny(model, train, steps: int):
+    """``model`` fitted on ``train`` (a ``CueSegments``-like set) with ``steps`` Adam steps
+    on random batches of 32, normalised by its statistics; returned in eval mode."""
     model.set_normalization(train.norm_stats())
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
@@ -117,7 +130,7 @@ def train_tiny(mode: str, cue: str, steps: int = 80, backbone: str = "serial_cnn
         loss.backward()
         opt.step()
     opt.zero_grad(set_to_none=True)
-    return model.eval(), valid
+    return model.eval()
 
 
 @pytest.fixture(scope="module")

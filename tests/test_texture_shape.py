@@ -21,7 +21,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from lightning_modules import build_model
 from lightning_modules.perturbations import gaussian_smooth
@@ -49,6 +48,7 @@ from tests.test_attribution import (
     MEL_BINS,
     TINY,
     CueSegments,
+    fit_tiny,
     tiny_model,
     train_tiny,
 )
@@ -66,17 +66,8 @@ class LayoutSegments(CueSegments):
     segment blurred with a random sigma from (0, 0.5, 1, 2, 4) cells."""
 
     def __init__(self, clips_per_class: int, segments: int, seed: int):
-        g = torch.Generator().manual_seed(seed)
-        parts, rows, width = len(LAYOUT_LABELS), 8, 6
-        n_clips = parts * clips_per_class
-        self.labels = np.arange(parts).repeat(clips_per_class)
-        self.rows = np.arange(n_clips)
-        self.clip_pos = np.arange(n_clips).repeat(segments)
-        self.starts = np.tile(np.arange(segments) * (FRAMES // 2), n_clips)
-        n = len(self.clip_pos)
-        self.y = torch.from_numpy(self.labels[self.clip_pos])
-        self.mel = -60 + 8 * torch.randn(n, 1, MEL_BINS, FRAMES, generator=g)
-        self.chroma = 0.3 * torch.rand(n, 1, 12, FRAMES, generator=g)
+        rows, width = 8, 6
+        g = self.noise(len(LAYOUT_LABELS), clips_per_class, segments, seed)
         sigmas = (0.0, 0.5, 1.0, 2.0, 4.0)
         for i, k in enumerate(self.y.tolist()):
             jitter = int(torch.randint(-2, 3, (1,), generator=g))
@@ -90,23 +81,11 @@ class LayoutSegments(CueSegments):
 
 def train_layout(steps: int = 200, seed: int = 0):
     """A mel_only tiny model on :class:`LayoutSegments`, as ``train_tiny`` (about 3 s)."""
-    train = LayoutSegments(8, 4, seed=0)
     torch.manual_seed(seed)
     model = build_model("mel_only", labels=LAYOUT_LABELS, backbone="serial_cnn",
                         backbone_kwargs=TINY, tap=1, head_dropout=0.0,
                         inputs={"mel": MEL_BINS, "chroma": 12}, extra=EXTRA)
-    model.set_normalization(train.norm_stats())
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        b = train.batch(torch.randint(0, len(train), (32,), generator=g).numpy())
-        loss = nn.functional.cross_entropy(model(b["mel"], b["chroma"]), b["label"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    return model.eval()
+    return fit_tiny(model, LayoutSegments(8, 4, seed=0), steps)
 
 
 @pytest.fixture(scope="module")
