@@ -179,9 +179,15 @@ def run_faithfulness(model, dataset, methods: Sequence[str] = ("gradcam",),
             if rand is not None:
                 rand_maps = attribute(rand, x, target=t.to(dev), methods=("gradcam",),
                                       branches=branches, normalize=False).maps
+            clean_p = model.segment_probs(x, bs)
             for branch in branches:
                 mean = band_mean(model, branch).to(x[branch])
                 blank = mean.expand_as(x[branch])
+                # Nothing deleted / everything inserted is the clean input; everything
+                # deleted / nothing inserted is the band means: the same for every ranking.
+                blank_p = model.segment_probs({**x, branch: blank}, bs)
+                ends = {("deletion", 0.0): clean_p, ("insertion", 1.0): clean_p,
+                        ("deletion", 1.0): blank_p, ("insertion", 0.0): blank_p}
                 maps = {m: per_branch[branch][m] for m in methods}
                 maps.update({r: fn(model, x, t.to(dev), branch) for r, fn in rank_fns.items()})
                 if rand is not None:
@@ -197,6 +203,10 @@ def run_faithfulness(model, dataset, methods: Sequence[str] = ("gradcam",),
                         k = int(round(f * cells))
                         mask = (ranks < k).view(x[branch].shape).to(x[branch].device)
                         for kind in KINDS:
+                            if (kind, f) in ends:
+                                probs.setdefault((kind, branch, r, f), []).append(
+                                    ends[(kind, f)])
+                                continue
                             if kind == "deletion":
                                 xb = torch.where(mask, blank, x[branch])
                             else:
