@@ -3,7 +3,7 @@
 Grad-CAM for a branch reads that branch's attribution layer
 (``model.branch_attribution_layer``): the Mel branch's last convolution, the chroma branch's
 deepest convolution that still has all 12 pitch-class rows (the default backbones pool
-chroma 12 -> 6 -> 3, and 3 rows stretched over 12 cannot name a pitch class). The map is
+chroma 12 -> 6 -> 3, and 3 rows stretched over 12 cannot resolve a pitch class). The map is
 upsampled to the branch's *own* input grid (:func:`upsample_map`): bilinear along time and
 along Mel frequency, circular along pitch (B neighbours C) wherever a chroma map has fewer
 than 12 rows. In the mid-level modes the donor's features also flow into the receiver, so
@@ -13,7 +13,8 @@ Guided Grad-CAM multiplies guided backpropagation on the branch's input with tha
 upsampled, rectified Grad-CAM (as ``captum.attr.GuidedGradCam``, with the same upsampling as
 Grad-CAM). Integrated Gradients (``captum.attr.IntegratedGradients``) integrates the input
 gradient along the straight path from the band means (every input at once: the "no
-information" input the ablations delete to) to the input, at the input's own resolution.
+information" input the deletion curves delete to) to the input, at the input's own
+resolution.
 
 Attribution runs with the model in ``eval()`` (batch-norm statistics are read, never
 updated; dropout off) and gradients enabled, outside inference mode, so it can be called

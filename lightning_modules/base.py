@@ -323,8 +323,8 @@ class GenreClassifier(pl.LightningModule):
     def branch_attribution_layer(self, name: str) -> nn.Module:
         """The module whose output Grad-CAM reads for branch ``name``: the last convolution,
         except for the chroma branch, read at the deepest convolution that still has all
-        of its pitch-class rows (``full_resolution_conv``), so that its maps name pitch
-        classes instead of interpolating 3 pooled rows over 12."""
+        of its pitch-class rows (``full_resolution_conv``), so that its maps keep pitch-class
+        resolution instead of interpolating 3 pooled rows over 12."""
         layer = self.branch_last_conv(name)
         if name in PITCH_INPUTS:
             return getattr(self.branches[name], "full_resolution_conv", layer)
