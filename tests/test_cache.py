@@ -341,10 +341,10 @@ def test_killed_build_leaves_no_complete_cache_and_resumes(tmp_path):
 def test_two_processes_build_once(tmp_path):
     index = make_index(tmp_path / "audio", n_good=6)
     root = tmp_path / "cache"
-    t0 = time.perf_counter()
     procs = [_spawn(tmp_path, index, root, sleep=0.5, name=f"p{i}") for i in range(2)]
     outs = []
     for p in procs:
+        # A waiter that sat out the lock timeout (cache.timeout_min) would fail here.
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         outs.append(json.loads(out.strip().splitlines()[-1]))
@@ -354,7 +354,6 @@ def test_two_processes_build_once(tmp_path):
     assert cache.manifest["complete"] and len(cache) == 6
     assert not Path(outs[0]["dir"] + ".partial").exists()
     assert_rows_match(cache)
-    assert time.perf_counter() - t0 < 60
 
 
 def test_throttle_bounds_work_in_flight():
