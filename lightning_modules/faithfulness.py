@@ -61,12 +61,13 @@ Ranker = Callable[[object, Mapping[str, torch.Tensor], torch.Tensor, str], torch
 
 
 def random_blobs(model, inputs: Mapping[str, torch.Tensor], branch: str,
-                 generator: torch.Generator) -> torch.Tensor:
-    """A uniform random map on ``branch``'s Grad-CAM layer grid, upsampled to the input grid
-    as Grad-CAM is (bilinear; circular along pitch): [B, F, T]."""
+                 generator: torch.Generator, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """A uniform random map on ``branch``'s Grad-CAM layer grid (``grid``, or measured with
+    a forward pass), upsampled to the input grid as Grad-CAM is (bilinear; circular along
+    pitch): [B, F, T]."""
     names = tuple(model.branch_names)
     x = inputs[branch]
-    rows, frames = layer_grid(model, branch, inputs)
+    rows, frames = grid or layer_grid(model, branch, inputs)
     native = torch.rand(x.shape[0], 1, rows, frames, generator=generator)
     xs = tuple(inputs[n].detach().cpu().float() for n in names)
     return _to_input_grid(branch, names, xs, native)[:, 0]
@@ -169,6 +170,7 @@ def run_faithfulness(model, dataset, methods: Sequence[str] = ("gradcam",),
         clip_class = voting.compute()["probs"].argmax(1)  # by clip id
         seg_target = clip_class[c.long()]
         probs: dict[tuple, list] = {}
+        grids: dict[str, tuple[int, int]] = {}
         start = 0
         for x, _, _ in batches():
             t = seg_target[start:start + len(next(iter(x.values())))]
@@ -195,7 +197,9 @@ def run_faithfulness(model, dataset, methods: Sequence[str] = ("gradcam",),
                 if "shifted" in baselines:
                     maps.update({f"shifted_{r}": shifted(maps[r].cpu(), gen) for r in tested})
                 if "random_blobs" in baselines:
-                    maps["random_blobs"] = random_blobs(model, x, branch, gen)
+                    if branch not in grids:  # every segment has the same shape
+                        grids[branch] = layer_grid(model, branch, x)
+                    maps["random_blobs"] = random_blobs(model, x, branch, gen, grids[branch])
                 for r, scores in maps.items():
                     ranks = deletion_ranks(scores, scores.shape, gen)
                     cells = ranks.shape[1]
