@@ -194,8 +194,10 @@ def print_summary(summary: dict) -> None:
 
 
 def log(msg: str) -> None:
-    """Progress and reports go to stderr, so stdout stays parseable."""
-    print(msg, file=sys.stderr, flush=True)
+    """Progress and reports go to stderr, so stdout stays parseable; one write per line,
+    so lines from concurrent trials' threads never run together."""
+    sys.stderr.write(f"{msg}\n")
+    sys.stderr.flush()
 
 
 class _StderrHandler(logging.Handler):

@@ -13,6 +13,7 @@ import math
 import random
 import shlex
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
@@ -55,10 +56,10 @@ def load_sweep(name: str) -> dict:
 
 
 def registered_spec(spec: dict, overrides: list[str] = ()) -> dict:
-    """The complete spec for ``wandb.sweep``: the file's keys but ``description`` and
-    ``local`` (options of the local backend), and the
+    """The complete spec for ``wandb.sweep``: the file's keys but ``description``, ``local``
+    (options of the local backend) and ``contrast`` (a section of the local report), and the
     command with ``overrides`` appended (an agent passes them on to every trial)."""
-    body = {k: v for k, v in spec.items() if k not in ("description", "local")}
+    body = {k: v for k, v in spec.items() if k not in ("description", "local", "contrast")}
     body["command"] = [*spec.get("command", DEFAULT_COMMAND), *overrides]
     return body
 
@@ -236,5 +237,9 @@ def distinct_trials(trials: list[dict], overrides: list[str] = ()
     return list(kept.values()), collapsed
 
 
-def describe(params: dict) -> str:
-    return " ".join(shlex.quote(a) for a in args_no_hyphens(params))
+def describe(params: dict, overrides: Sequence[str] = ()) -> str:
+    """``params`` as ``key=value`` words; a parameter that a command-line override sets
+    (``data=gtzan`` over the sweep's ``data: synth``) shows the value the trial runs with."""
+    replaced = {o.split("=", 1)[0]: o for o in overrides if "=" in o}
+    words = [replaced.get(a.split("=", 1)[0], a) for a in args_no_hyphens(params)]
+    return " ".join(shlex.quote(a) for a in words)

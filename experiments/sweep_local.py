@@ -150,7 +150,7 @@ def run_local(cfg, spec: dict, out: Path, overrides: list[str] = ()) -> dict:
     done = [0]
 
     def one(params):
-        log(f"[{spec['name']}] start  {describe(params)}")
+        log(f"[{spec['name']}] start  {describe(params, overrides)}")
         rec = run_trial(spec, params, out, env, children, overrides)
         state.add(rec)
         done[0] += 1
@@ -161,7 +161,7 @@ def run_local(cfg, spec: dict, out: Path, overrides: list[str] = ()) -> dict:
         else:
             res = f"FAILED: {rec['error'][:300]}"
         log(f"[{spec['name']}] {done[0]}/{len(todo)} done in {rec['seconds']:.0f} s  "
-            f"{describe(params)}  {res}")
+            f"{describe(params, overrides)}  {res}")
         return rec
 
     try:

@@ -9,9 +9,14 @@ late-fusion setting that shares most of its parameters) on test clip accuracy ov
 repetitions (:mod:`experiments.sweep_stats`).
 
 Written to the sweep directory: ``trials.csv`` (one row per finished trial), ``results.csv``
-and ``results.md`` (one row per setting), ``results.png`` (bars with error bars); a table on
-the terminal; and a W&B run holding the table and the plot. A metric a trial did not report
-(e.g. the test figures with ``train.test=false``) is missing, shown as "-".
+and ``results.md`` (one row per setting), ``contrast.csv`` (below), ``results.png`` (bars
+with error bars); a table on the terminal; and a W&B run holding the table and the plot. A
+metric a trial did not report (e.g. the test figures with ``train.test=false``) is missing,
+shown as "-".
+
+A sweep file's ``contrast: <parameter>`` adds a paired section: the parameter's last value
+minus its first (``backbone``: parallel_cnn - serial_cnn) within every setting of the other
+parameters, on test clip accuracy and the interpretability keys of :data:`EXTRA_TABLES`.
 """
 from __future__ import annotations
 
@@ -274,7 +279,92 @@ def comparison_cells(r, ref: str) -> list[str]:
     return [_pp(r[f"delta vs {ref}"]), ci, _p(r.get(f"p vs {ref}")), str(r[f"test vs {ref}"])]
 
 
-def render_markdown(table, trials, records, spec, meta, overrides: list[str] = ()) -> str:
+def _contrast_value(m: str, v) -> str:
+    """A paired difference in a contrast cell: points for accuracies, else 3 decimals."""
+    if _missing(v):
+        return "-"
+    return _pp(v) if ("acc" in m and "auc" not in m) else f"{v:+.3f}"
+
+
+def contrast(trials: pd.DataFrame, spec: dict, test: str = "ttest") -> dict | None:
+    """The paired differences of ``spec["contrast"]``'s last value minus its first within
+    every setting of the other parameters: ``{"key", "a", "b", "groups", "rows"}`` with one
+    row per metric (test clip accuracy, then the :data:`EXTRA_TABLES` keys) holding one
+    :func:`~experiments.sweep_stats.compare` result per group; None without a contrast or
+    with fewer than two of its values in the trials."""
+    key = spec.get("contrast")
+    if not key or trials.empty:
+        return None
+    p = spec["parameters"].get(key, {})
+    values = list(p.get("values", []))
+    if len(values) < 2:
+        raise ValueError(f"sweep {spec['name']}: contrast {key!r} needs a parameter with "
+                         f"'values' (two or more), not {p!r}")
+    first, last = values[0], values[-1]
+    settings = trials["setting"].map(json.loads)
+    group = settings.map(lambda s: json.dumps({k: v for k, v in s.items() if k != key},
+                                              sort_keys=True))
+    own = settings.map(lambda s: s.get(key))
+    extra = [m for m in trials.columns if m.startswith(EXTRA_PREFIXES)
+             and any(re.match(pat, m) for _, pat, _ in EXTRA_TABLES[1:])]
+    groups = [g for g in dict.fromkeys(group)
+              if {first, last} <= set(own[group == g])]
+    if not groups:
+        return None
+    rows = []
+    for m in (COMPARED, *extra):
+        cells = []
+        for g in groups:
+            a = trials[(group == g) & (own == last)]
+            b = trials[(group == g) & (own == first)]
+            cells.append(compare(a, b, m, test))
+        rows.append({"metric": m, "results": cells})
+    return {"key": key, "a": last, "b": first, "groups": [json.loads(g) for g in groups],
+            "rows": rows}
+
+
+def contrast_frame(c: dict) -> pd.DataFrame:
+    """:func:`contrast` as ``contrast.csv``: one row per metric and group."""
+    rows = []
+    for r in c["rows"]:
+        for g, res in zip(c["groups"], r["results"]):
+            rows.append({"metric": r["metric"], "group": json.dumps(g, sort_keys=True),
+                         "contrast": f"{c['key']}={c['a']} - {c['key']}={c['b']}",
+                         **{k: (res or {}).get(k) for k in
+                            ("delta", "ci_low", "ci_high", "p", "pairs", "test")}})
+    return pd.DataFrame(rows)
+
+
+def render_contrast(c: dict) -> list[str]:
+    """:func:`contrast` as a markdown section: one row per metric, one column per group."""
+    vary = [k for k in c["groups"][0]
+            if len({json.dumps(g.get(k)) for g in c["groups"]}) > 1]
+    names = [" ".join(f"{k}={g.get(k)}" for k in vary) or "all" for g in c["groups"]]
+    lines = ["", f"## Paired contrast: {c['key']} = {c['a']} minus {c['b']}", "",
+             f"Within each setting of the other parameters, over matched repetitions (same "
+             f"seed and fold): mean difference [95 % CI], p (two-sided, not corrected for "
+             f"multiple comparisons). Accuracies in points; AUC differences and rank "
+             f"correlations as they are (a negative deletion and a positive insertion "
+             f"difference mean the method beats its shifted map by more with "
+             f"{c['a']}; a lower correlation, a stronger sanity pass).", "",
+             "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for r in c["rows"]:
+        m = r["metric"]
+        cells = []
+        for res in r["results"]:
+            if res is None:
+                cells.append("-")
+                continue
+            ci = "" if _missing(res.get("ci_low")) else \
+                f" [{_contrast_value(m, res['ci_low'])}, {_contrast_value(m, res['ci_high'])}]"
+            cells.append(f"{_contrast_value(m, res['delta'])}{ci}, p {_p(res.get('p'))}")
+        label = m if m == COMPARED else _short(m)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(table, trials, records, spec, meta, overrides: list[str] = (),
+                    test: str = "ttest") -> str:
     vary = varying_keys(table)
     head = vary + ["runs", "params", "MFLOPs/segment", "val clip acc %", "test clip acc %",
                    "test segment acc %", "test macro F1 %", "seed ensemble test clip acc %", ""]
@@ -325,6 +415,9 @@ def render_markdown(table, trials, records, spec, meta, overrides: list[str] = (
         for _, r in table.iterrows():
             lines.append("| " + " | ".join([cell(r.get(k)) for k in vary]
                                            + [stat(r, m, percent) for m in cols]) + " |")
+    c = contrast(trials, spec, test)
+    if c is not None:
+        lines += render_contrast(c)
     fixed = {k: v for k, v in json.loads(table["setting"].iloc[0]).items() if k not in vary}
     lines += ["", f"Fixed for every trial: `{json.dumps(fixed)}`"]
     if overrides:
@@ -452,7 +545,12 @@ def report(cfg, spec, res: dict, out: Path, t0: float, overrides: list[str] = ()
         trials.to_csv(out / "trials.csv", index=False)
         table.drop(columns=["setting"]).to_csv(out / "results.csv", index=False)
         (out / "results.md").write_text(
-            render_markdown(table, trials, records, spec, meta, overrides))
+            render_markdown(table, trials, records, spec, meta, overrides,
+                            str(cfg.get("paired_test", "ttest"))))
+        c = contrast(trials, spec, str(cfg.get("paired_test", "ttest")))
+        if c is not None:
+            contrast_frame(c).to_csv(out / "contrast.csv", index=False)
+            summary["contrast_csv"] = str(out / "contrast.csv")
         png = plot(table, spec, out / "results.png", trials)
         print(render_terminal(table, trials), flush=True)
         chosen = table[table["chosen"]]

@@ -192,6 +192,19 @@ def test_extra_words_reach_every_trial_and_missing_test_figures_show_as_dash(tmp
     assert len(calls.read_text().splitlines()) == 8
 
 
+def test_progress_lines_show_the_value_an_override_replaces_one_per_line(tmp_path, sweep):
+    p = write_sweep(tmp_path / "over.yaml", {
+        "model": {"value": "late_fusion"}, "seed": {"values": [0, 1, 2, 3]}})
+    env = {"MLFI_OUTPUT_DIR": str(tmp_path / "out")}
+    r = sweep(p, "model=mid_two_way", "parallel=2", env=env)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("[over]")]
+    # 4 starts and 4 ends, none run together by the two threads writing at once
+    assert len(lines) == 8 and all(ln.count("[over]") == 1 for ln in lines)
+    assert all("model=mid_two_way" in ln and "late_fusion" not in ln for ln in lines)
+    assert sum("val/acc_clip 0.9" in ln for ln in lines) == 4  # the model that ran
+
+
 def test_no_setting_is_chosen_when_no_trial_reports_the_metric(tmp_path, sweep):
     p = write_sweep(tmp_path / "m.yaml", {"model": {"values": ["late_fusion", "mid_two_way"]}},
                     metric={"name": "test/acc_clip", "goal": "maximize"})

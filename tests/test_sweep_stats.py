@@ -156,6 +156,39 @@ def test_late_fusion_baseline_is_the_one_sharing_most_parameters():
     assert table.loc[table["model"] == "late_fusion", "delta vs late_fusion"].isna().all()
 
 
+def test_contrast_is_parallel_minus_serial_within_each_mode_paired_over_seeds():
+    spec = dict(KFOLD, name="interp", contrast="backbone",
+                parameters={"backbone": {"values": ["serial_cnn", "parallel_cnn"]},
+                            "model": {"values": ["mid_two_way", "late_fusion"]},
+                            "seed": {"values": [0, 1, 2]}})
+    recs = []
+    for bb in ("serial_cnn", "parallel_cnn"):
+        for model, base in (("mid_two_way", 0.8), ("late_fusion", 0.7)):
+            for seed in (0, 1, 2):
+                par = bb == "parallel_cnn"
+                acc = base + (0.05 + 0.01 * seed if par else 0)
+                recs.append(record(
+                    {"backbone": bb, "model": model, "seed": seed}, acc, acc, mode=model,
+                    **{"interpretability/deletion_prob_auc_minus_shifted_gradcam_mel":
+                       -0.1 - (0.02 if par and model == "mid_two_way" else 0),
+                       "interpretability/sanity_cascading_gradcam_mel": 0.1 * seed,
+                       "ablation/acc_mel_zeroed": 0.3}))
+    trials, table = aggregate(recs, spec)
+    md = render_markdown(table, trials, recs, spec, {"planned": 12, "ok": 12, "failed": 0})
+    lines = md.splitlines()
+    head = lines.index("## Paired contrast: backbone = parallel_cnn minus serial_cnn")
+    assert lines[head + 4] == "| metric | model=mid_two_way | model=late_fusion |"
+    acc = next(ln for ln in lines[head:] if ln.startswith("| test/acc_clip |"))
+    # +5, +6, +7 points over the three seeds in both modes: t-test CI 6 -+ 2.48
+    assert acc.count("+6.00 [+3.52, +8.48], p 0.009") == 2
+    dele = next(ln for ln in lines[head:] if ln.startswith("| deletion_gradcam_mel |"))
+    assert dele == ("| deletion_gradcam_mel | -0.020 [-0.020, -0.020], p - "
+                    "| +0.000 [+0.000, +0.000], p 1.000 |")
+    assert any(ln.startswith("| gradcam_mel | +0.000") for ln in lines[head:])  # sanity
+    assert not any("mel_zeroed" in ln for ln in lines[head:head + 12])  # ablations: own table
+    assert "with parallel_cnn" in lines[head + 2]
+
+
 def test_gtzan_modes_runs_sixty_distinct_trials_not_ninety(capsys):
     r = call_cli("experiments.sweep", "sweep=gtzan_modes", "backend=local", "dry_run=true")
     assert r.returncode == 0, r.stderr
