@@ -50,6 +50,10 @@ def load_sweep(name: str) -> dict:
     for key in ("method", "metric", "parameters"):
         if key not in spec:
             raise UserError(f"{path}: a W&B sweep file needs '{key}'")
+    key = spec.get("contrast")
+    if key is not None and len((spec["parameters"].get(key) or {}).get("values") or []) < 2:
+        raise UserError(f"{path}: contrast: {key} needs a parameter {key!r} with two or more "
+                        f"'values' (its last minus its first is reported)")
     spec.setdefault("name", path.stem)
     spec.setdefault("command", list(DEFAULT_COMMAND))
     return spec

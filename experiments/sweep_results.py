@@ -290,16 +290,13 @@ def contrast(trials: pd.DataFrame, spec: dict, test: str = "ttest") -> dict | No
     """The paired differences of ``spec["contrast"]``'s last value minus its first within
     every setting of the other parameters: ``{"key", "a", "b", "groups", "rows"}`` with one
     row per metric (test clip accuracy, then the :data:`EXTRA_TABLES` keys) holding one
-    :func:`~experiments.sweep_stats.compare` result per group; None without a contrast or
-    with fewer than two of its values in the trials."""
+    :func:`~experiments.sweep_stats.compare` result per group; None without a contrast
+    (:func:`~experiments.sweep_files.load_sweep` checks it names a parameter with two or
+    more values) or without trials of both values in one group."""
     key = spec.get("contrast")
     if not key or trials.empty:
         return None
-    p = spec["parameters"].get(key, {})
-    values = list(p.get("values", []))
-    if len(values) < 2:
-        raise ValueError(f"sweep {spec['name']}: contrast {key!r} needs a parameter with "
-                         f"'values' (two or more), not {p!r}")
+    values = spec["parameters"][key]["values"]
     first, last = values[0], values[-1]
     settings = trials["setting"].map(json.loads)
     group = settings.map(lambda s: json.dumps({k: v for k, v in s.items() if k != key},

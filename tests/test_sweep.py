@@ -205,6 +205,15 @@ def test_progress_lines_show_the_value_an_override_replaces_one_per_line(tmp_pat
     assert sum("val/acc_clip 0.9" in ln for ln in lines) == 4  # the model that ran
 
 
+def test_a_contrast_needs_a_parameter_with_two_values(tmp_path, sweep):
+    p = write_sweep(tmp_path / "bad.yaml", {"backbone": {"value": "serial_cnn"},
+                                            "seed": {"values": [0, 1]}}, contrast="backbone")
+    r = sweep(p, env={"MLFI_OUTPUT_DIR": str(tmp_path / "out")})
+    assert r.returncode != 0
+    assert "contrast: backbone needs a parameter 'backbone' with two or more" in r.stderr
+    assert not (tmp_path / "out" / "sweeps" / "bad").exists()  # refused before any trial
+
+
 def test_no_setting_is_chosen_when_no_trial_reports_the_metric(tmp_path, sweep):
     p = write_sweep(tmp_path / "m.yaml", {"model": {"values": ["late_fusion", "mid_two_way"]}},
                     metric={"name": "test/acc_clip", "goal": "maximize"})
