@@ -6,7 +6,9 @@
 Sweep words: ``sweep`` (a file in ``configs/sweeps`` or a path to one), ``backend``,
 ``count`` (the first N grid trials; random: N samples), ``parallel`` (trials at once; default:
 the sweep file's ``local: {parallel: N}``, else 1), ``retry_failed``,
-``trial`` (run only trial i: cluster array jobs), ``seed`` (the sampling seed of
+``trial`` (run only trial i: cluster array jobs), ``sweep_name`` (the sweep directory and
+W&B group, default the file's ``name``: ``sweep_name=interpretability_gtzan`` keeps a run
+on another ``data=`` beside the default one), ``seed`` (the sampling seed of
 ``method: random``), ``dry_run=true`` (list the trials, run nothing), ``paired_test``
 (``ttest`` or ``wilcoxon``: how settings are compared over matched repetitions), and for
 ``backend=wandb`` ``agent=run|print`` and ``sweep_id``.
@@ -48,7 +50,7 @@ from experiments.sweep_wandb import run_wandb
 
 DEFAULTS = {"sweep": "quickstart", "backend": "local", "count": None, "parallel": None,
             "retry_failed": True, "agent": "run", "sweep_id": None, "trial": None,
-            "dry_run": False, "paired_test": "ttest"}
+            "dry_run": False, "paired_test": "ttest", "sweep_name": None}
 # Words the sweep itself reads; every other word is passed on to the trials.
 SWEEP_WORDS = frozenset(DEFAULTS) | {"seed"}
 
@@ -66,6 +68,8 @@ def trial_overrides(argv: list[str]) -> list[str]:
 def main(cfg, overrides: list[str] = ()) -> int:
     t0 = time.time()
     spec = load_sweep(str(cfg.sweep))
+    if cfg.sweep_name:
+        spec["name"] = str(cfg.sweep_name)
     if str(cfg.paired_test) not in TESTS:
         raise UserError(f"paired_test={cfg.paired_test}: choose one of {', '.join(TESTS)}")
     if cfg.dry_run:

@@ -119,6 +119,13 @@ def run_local(cfg, spec: dict, out: Path, overrides: list[str] = ()) -> dict:
     or ``cfg.trial`` alone) and the counts ``ran``, ``skipped``, ``planned``."""
     trials, collapsed = plan(spec, cfg.count, int(cfg.seed), overrides)
     state = TrialLog(out / "trials.jsonl")
+    others = sorted({" ".join(r.get("overrides") or []) or "(none)"
+                     for r in state.records.values()
+                     if list(r.get("overrides") or []) != list(overrides)})
+    if others and cfg.trial is None:
+        log(f"sweep {spec['name']}: {out} also holds trials run with other overrides "
+            f"({'; '.join(others)}); this run's reports replace theirs (their trials stay "
+            f"in trials.jsonl). sweep_name=<name> keeps each in its own directory.")
     todo, skipped = [], 0
     selected = trials
     if cfg.trial is not None:  # one trial of the sweep (cluster array jobs)

@@ -42,7 +42,7 @@ def run_wandb(cfg, spec: dict, overrides: list[str] = ()) -> dict:
         raise UserError(
             "backend=wandb needs a W&B login and this machine has none: run `wandb login` "
             "(or set WANDB_API_KEY), then run this again; or run the sweep without a server: "
-            f"python -m experiments.sweep sweep={spec['name']} backend=local")
+            f"python -m experiments.sweep sweep={cfg.sweep} backend=local")
     sweep_id = cfg.sweep_id
     fixed = [w for w in overrides if not w.lstrip("-+").startswith(LOCATING_KEYS)]
     if sweep_id and fixed:

@@ -214,6 +214,22 @@ def test_a_contrast_needs_a_parameter_with_two_values(tmp_path, sweep):
     assert not (tmp_path / "out" / "sweeps" / "bad").exists()  # refused before any trial
 
 
+def test_another_dataset_says_it_replaces_the_reports_and_sweep_name_keeps_both(tmp_path,
+                                                                              sweep):
+    p = write_sweep(tmp_path / "two.yaml", {"seed": {"values": [0, 1]}})
+    env = {"MLFI_OUTPUT_DIR": str(tmp_path / "out")}
+    assert sweep(p, env=env).returncode == 0
+    r = sweep(p, "model=mid_two_way", env=env)
+    assert r.returncode == 0
+    assert "also holds trials run with other overrides (logger.wandb.enabled=false)" in r.stderr
+    assert "model=mid_two_way" in (tmp_path / "out/sweeps/two/results.md").read_text()
+    r = sweep(p, "model=mel_only", "sweep_name=two_mel", env=env)
+    assert r.returncode == 0 and "other overrides" not in r.stderr
+    md = (tmp_path / "out/sweeps/two_mel/results.md").read_text()
+    assert md.startswith("# Sweep `two_mel`") and "model=mel_only" in md
+    assert "model=mid_two_way" in (tmp_path / "out/sweeps/two/results.md").read_text()
+
+
 def test_no_setting_is_chosen_when_no_trial_reports_the_metric(tmp_path, sweep):
     p = write_sweep(tmp_path / "m.yaml", {"model": {"values": ["late_fusion", "mid_two_way"]}},
                     metric={"name": "test/acc_clip", "goal": "maximize"})
