@@ -214,8 +214,7 @@ def test_a_contrast_needs_a_parameter_with_two_values(tmp_path, sweep):
     assert not (tmp_path / "out" / "sweeps" / "bad").exists()  # refused before any trial
 
 
-def test_another_dataset_says_it_replaces_the_reports_and_sweep_name_keeps_both(tmp_path,
-                                                                              sweep):
+def test_other_overrides_say_they_replace_the_reports_sweep_name_keeps_both(tmp_path, sweep):
     p = write_sweep(tmp_path / "two.yaml", {"seed": {"values": [0, 1]}})
     env = {"MLFI_OUTPUT_DIR": str(tmp_path / "out")}
     assert sweep(p, env=env).returncode == 0
