@@ -355,7 +355,7 @@ def render_contrast(c: dict) -> list[str]:
             ci = "" if _missing(res.get("ci_low")) else \
                 f" [{_contrast_value(m, res['ci_low'])}, {_contrast_value(m, res['ci_high'])}]"
             cells.append(f"{_contrast_value(m, res['delta'])}{ci}, p {_p(res.get('p'))}")
-        label = m if m == COMPARED else _short(m)
+        label = re.sub(r"^(ablation|interpretability)/|_prob_auc_minus_shifted", "", m)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 

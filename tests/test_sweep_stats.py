@@ -184,7 +184,7 @@ def test_contrast_is_parallel_minus_serial_within_each_mode_paired_over_seeds():
     dele = next(ln for ln in lines[head:] if ln.startswith("| deletion_gradcam_mel |"))
     assert dele == ("| deletion_gradcam_mel | -0.020 [-0.020, -0.020], p - "
                     "| +0.000 [+0.000, +0.000], p 1.000 |")
-    assert any(ln.startswith("| gradcam_mel | +0.000") for ln in lines[head:])  # sanity
+    assert any(ln.startswith("| sanity_cascading_gradcam_mel | +0.000") for ln in lines[head:])
     assert not any("mel_zeroed" in ln for ln in lines[head:head + 12])  # ablations: own table
     assert "with parallel_cnn" in lines[head + 2]
 
