@@ -185,6 +185,18 @@ def trial_key(params: dict, overrides: list[str] = ()) -> str:
 REPETITION_KEYS = ("seed", "data.fold")
 
 
+def effective_params(params: dict, overrides: Sequence[str] = ()) -> dict:
+    """``params`` with the value a command-line override gives a parameter it sets (it comes
+    last on the trial's command, so it wins): ``data=gtzan`` over the sweep's ``data: synth``
+    reads ``{"data": "gtzan"}``; values parsed as YAML scalars, as the config parses them."""
+    out = dict(params)
+    for word in overrides:
+        key, sep, value = word.lstrip("-+").partition("=")
+        if sep and key in out:
+            out[key] = yaml.safe_load(value) if value else value
+    return out
+
+
 def setting_of(params: dict) -> dict:
     """All parameters but the repetition keys: trials with the same setting are averaged."""
     return {k: v for k, v in params.items() if k not in REPETITION_KEYS}

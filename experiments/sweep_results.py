@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.sweep_files import describe, repetition_of, setting_of
+from experiments.sweep_files import describe, effective_params, repetition_of, setting_of
 from experiments.sweep_stats import compare, ensemble_accuracy
 
 METRICS = ("val/acc_clip", "test/acc_clip", "test/acc_segment", "test/f1_macro")
@@ -124,9 +124,10 @@ def aggregate(records: list[dict], spec: dict, test: str = "ttest"
         if r["status"] != "ok":
             continue
         s = r["summary"]
-        row = {**{f"param:{k}": v for k, v in r["params"].items()}, "key": r["key"],
-               "setting": json.dumps(setting_of(r["params"]), sort_keys=True),
-               "rep": json.dumps(repetition_of(r["params"]), sort_keys=True),
+        params = effective_params(r["params"], r.get("overrides") or [])
+        row = {**{f"param:{k}": v for k, v in params.items()}, "key": r["key"],
+               "setting": json.dumps(setting_of(params), sort_keys=True),
+               "rep": json.dumps(repetition_of(params), sort_keys=True),
                "mode": _mode_of(r), "seconds": r["seconds"], "run_dir": s.get("run_dir"),
                "predictions_csv": s.get("predictions_csv"),
                "params": s.get("params"), "mflops": s.get("mflops"),

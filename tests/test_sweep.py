@@ -203,6 +203,8 @@ def test_progress_lines_show_the_value_an_override_replaces_one_per_line(tmp_pat
     assert len(lines) == 8 and all(ln.count("[over]") == 1 for ln in lines)
     assert all("model=mid_two_way" in ln and "late_fusion" not in ln for ln in lines)
     assert sum("val/acc_clip 0.9" in ln for ln in lines) == 4  # the model that ran
+    assert last_json(r.stdout)["chosen"] == {"model": "mid_two_way"}  # the reports, too
+    assert "| mid_two_way |" in (tmp_path / "out/sweeps/over/results.md").read_text()
 
 
 def test_a_contrast_needs_a_parameter_with_two_values(tmp_path, sweep):
