@@ -19,10 +19,12 @@ probabilities, the overlays, the most attributed span in words, and any error
 with the highest mean Grad-CAM; within it, Mel: ``freq_hz`` = the centre frequencies of
 the lowest and highest band of the shortest contiguous band range holding ``top_mass``
 (default half) of the attribution; chroma: ``pitch_classes`` = the fewest pitch classes,
-most attributed first, holding ``top_mass`` of the positive Integrated Gradients (Grad-CAM
-when that method is not computed). Integrated Gradients is read at the input's 12 rows; on
-models trained on a known pitch-class cue it names that pitch class, and Grad-CAM does not
-(``tests/test_interpretability.py``).
+most attributed first, holding ``top_mass`` of the positive Integrated Gradients on the
+cells above IG's band-mean baseline (the notes present, not those whose absence speaks for
+the class; Grad-CAM when that method is not computed). Integrated Gradients is read at the
+input's 12 rows; on models trained on a known pitch-class cue it names that pitch class
+(Grad-CAM does not), and on models trained on four chords it names notes of the clip's
+chord only, its three largest being the triad (``tests/test_interpretability.py``).
 
 Last stdout line: ``{"explanations": [{"file", "genre", "probabilities", "segments",
 "pngs": {branch: path}, "top": {branch: {...}}}, ...], "checkpoint", "out", "report"}``; a
@@ -111,6 +113,15 @@ def top_classes(profile: np.ndarray, mass: float = 0.5) -> list[int]:
     return [int(i) for i in order[:max(1, k)]]
 
 
+def pitch_evidence(ig: np.ndarray, x: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """The cells that name pitch classes: positive Integrated Gradients where the input
+    ``x`` ([..., 12, T]) lies above IG's baseline (``baseline``: [12], the band means), i.e.
+    energy that is there and speaks for the class. A cell below its band mean with a
+    negative gradient gets positive IG too (a note that is missing speaks for the class);
+    naming it would name a note that is not heard, so it counts as zero here."""
+    return np.where(x > np.asarray(baseline).reshape(-1, 1), np.clip(ig, 0, None), 0.0)
+
+
 def normalise_map(m: np.ndarray, signed: bool) -> np.ndarray:
     scale = float(np.abs(m).max() if signed else m.max())
     return m / scale if scale > 0 else m
@@ -155,7 +166,8 @@ def explain_file(model, segmenter, path, out_dir: Path, axes, methods, batch_siz
         t0, t1 = top_window(cam, win)
         source = cam
         if b in PITCH_INPUTS and "integrated_gradients" in maps:
-            source = np.clip(maps["integrated_gradients"], 0, None)
+            source = pitch_evidence(maps["integrated_gradients"], base,
+                                    getattr(model, f"{b}_mean").flatten().cpu().numpy())
         profile = source[:, t0:t1].mean(axis=1)
         top = {"time_s": [round(t0 * spf, 3), round(t1 * spf, 3)]}
         if b == "mel":

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.explain import top_classes
+from experiments.explain import pitch_evidence, top_classes
 from lightning_modules import build_model
 from lightning_modules.attribution import attribute, layer_grid, upsample_map
 from lightning_modules.faithfulness import run_faithfulness
-from tests.test_attribution import LABELS, CueSegments, train_tiny
+from tests.test_attribution import EXTRA, LABELS, MEL_BINS, TINY, CueSegments, fit_tiny, train_tiny
 
 
 def test_circular_upsampling_wraps_pitch_classes():
@@ -50,12 +50,68 @@ def test_the_top_pitch_class_explain_reports_is_the_note_that_decides(mode):
     model, valid = train_tiny(mode, "chroma")
     b = valid.batch(np.arange(len(valid)))
     res = attribute(model, b, target=b["label"], methods=("gradcam", "integrated_gradients"))
-    named = {}
-    for m in res.maps["chroma"]:
-        named[m] = [top_classes(res.maps["chroma"][m][b["label"] == k].clamp(min=0)
-                                .mean(dim=(0, 2)).numpy(), 0.5)[0] for k in range(3)]
+    maps = res.maps["chroma"]
+    evidence = {"gradcam": maps["gradcam"].clamp(min=0).numpy(),
+                "integrated_gradients": chroma_evidence(model, maps, b)}
+    named = {m: [top_classes(e[b["label"].numpy() == k].mean(axis=(0, 2)), 0.5)[0]
+                 for k in range(3)] for m, e in evidence.items()}
     assert named["integrated_gradients"] == [0, 4, 8], named
     assert named["gradcam"] != [0, 4, 8], named
+
+
+def chroma_evidence(model, maps, b) -> np.ndarray:
+    """The per-cell evidence ``explain`` names pitch classes from, for a batch."""
+    return pitch_evidence(maps["integrated_gradients"].numpy(), b["chroma"][:, 0].numpy(),
+                          model.chroma_mean.flatten().numpy())
+
+
+#: Four triads that share no note, so every pitch class is a chord note of one class (as in
+#: music, every row of the chroma varies; a row that never does is all noise, which the
+#: band normalisation magnifies).
+CHORDS = {"C": (0, 4, 7), "F#": (6, 10, 1), "Dm": (2, 5, 9), "G#m": (8, 11, 3)}
+
+
+class ChordSegments(CueSegments):
+    """Class k: the three notes of ``CHORDS``' k-th triad bright over the chroma noise, each
+    at its own level per segment; the log-Mel is noise."""
+
+    def __init__(self, clips_per_class: int, segments: int, seed: int):
+        g = self.noise(len(CHORDS), clips_per_class, segments, seed)
+        triads = list(CHORDS.values())
+        for i, k in enumerate(self.y.tolist()):
+            self.chroma[i, 0, list(triads[k])] += 0.35 + 0.7 * torch.rand(3, 1, generator=g)
+
+
+@pytest.mark.parametrize("mode", ["late_fusion", "mid_two_way"])
+def test_explain_names_the_notes_of_the_chord_a_clip_is_built_from(mode):
+    """Trained on four chords, ``explain``'s pitch classes for every unseen clip are notes
+    of that clip's chord, and its three most attributed pitch classes are the triad. (Over six
+    seeds of both modes: 192 of 192 clips; the positive IG without the presence rule put a
+    non-chord note in the top three for 1 to 11 of 16 clips per model.)"""
+    torch.manual_seed(1)
+    model = build_model(mode, labels=list(CHORDS), backbone="serial_cnn", backbone_kwargs=TINY,
+                        tap=1, head_dropout=0.0, inputs={"mel": MEL_BINS, "chroma": 12},
+                        extra=EXTRA)
+    model = fit_tiny(model, ChordSegments(8, 4, seed=2), steps=80)
+    valid = ChordSegments(4, 3, seed=3)
+    b = valid.batch(np.arange(len(valid)))
+    with torch.no_grad():
+        assert (model(b["mel"], b["chroma"]).argmax(1) == b["label"]).float().mean() > 0.9
+    res = attribute(model, b, target=b["label"], methods=("integrated_gradients",))
+    evidence = chroma_evidence(model, res.maps["chroma"], b)
+    triads = list(CHORDS.values())
+    for clip in np.unique(b["clip"].numpy()):
+        at = b["clip"].numpy() == clip
+        chord = set(triads[int(b["label"][at][0])])
+        profile = evidence[at].mean(axis=(0, 2))
+        assert set(top_classes(profile, 0.5)) <= chord, (clip, chord, profile.round(3))
+        assert set(np.argsort(-profile)[:3].tolist()) == chord, (clip, chord, profile.round(3))
+    # Without the presence rule, notes whose absence speaks for the class are named too.
+    raw = res.maps["chroma"]["integrated_gradients"].clamp(min=0).numpy()
+    off = [clip for clip in np.unique(b["clip"].numpy())
+           if set(np.argsort(-raw[b["clip"].numpy() == clip].mean(axis=(0, 2)))[:3].tolist())
+           != set(triads[valid.labels[clip]])]
+    assert len(off) >= 4, off
 
 
 # ----------------------------------------------------------------- deletion / insertion
